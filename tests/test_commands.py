@@ -1,0 +1,100 @@
+"The commands, run as a user runs them: in subprocesses, on good and bad input"
+import json, shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_command
+
+def assert_clean_failure(result, *words):
+    "Exit status 2, one line on stderr that contains `words`, no traceback"
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert 'Traceback' not in result.stderr
+    for w in words: assert w in lines[0], (w, lines[0])
+
+@pytest.mark.parametrize('command', ['herbarium-synth', 'herbarium-train', 'herbarium-predict'])
+def test_help(command):
+    result = run_command(command, '--help')
+    assert result.returncode == 0 and 'usage' in result.stdout
+
+def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
+    "From scratch via herbarium-train + herbarium-predict: ≥95% on the test images"
+    meta = json.loads((flat_dataset/'train'/'metadata.json').read_text())
+    category_ids = sorted(c['id'] for c in meta['categories'])
+    assert category_ids != list(range(len(category_ids)))                   # not 0..N-1
+    assert {a['id'] for a in meta['annotations']} != {a['image_id'] for a in meta['annotations']}
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--no-pretrained', '--size', 32, '--epochs', 5,
+                         '--bs', 16, '--lr_find_iters', 30, '--num_workers', 0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ['model.pkl', 'lr_find.png', 'history.csv', 'metrics.json']: assert (run/name).stat().st_size > 0
+    assert len(pd.read_csv(run/'history.csv')) == 5
+    sub_file = tmp_path/'submission.csv'
+    result = run_command('herbarium-predict', run/'model.pkl', flat_dataset, '--out', sub_file, '--bs', 16, '--num_workers', 0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sub, labels = pd.read_csv(sub_file), pd.read_csv(flat_dataset/'test_labels.csv')
+    assert list(sub.columns) == ['Id', 'Predicted'] and sorted(sub.Id) == sorted(labels.Id)
+    both = labels.merge(sub, on='Id')
+    accuracy = (both.category_id == both.Predicted).mean()
+    assert accuracy >= 0.95, accuracy
+    assert '"accuracy"' in result.stdout and '"macro_f1"' in result.stdout
+
+def _write_bad_dataset(root, metadata_text):
+    (root/'train').mkdir(parents=True)
+    (root/'train'/'metadata.json').write_text(metadata_text)
+    return root
+
+GOOD = dict(images=[dict(id=10, width=32, height=48, file_name='images/000/05/10.jpg', license=0)],
+            annotations=[dict(id=1, image_id=10, category_id=5, institution_id=0)],
+            categories=[dict(id=5, name='Acer rubrum', family='Sapindaceae', order='Sapindales')],
+            institutions=[dict(id=0, name='NY')], licenses=[dict(id=0, name='CC', url='')], info=dict(year=2021))
+
+def _variant(**changes):
+    meta = json.loads(json.dumps(GOOD)); meta.update(changes)
+    return json.dumps(meta)
+
+BAD = {
+    'not_json': ('{"images": [', 'metadata.json'),
+    'missing_keys': (json.dumps(dict(images=GOOD['images'])), 'annotations'),
+    'unknown_image': (_variant(annotations=[dict(id=1, image_id=99, category_id=5, institution_id=0)]), 'unknown image'),
+    'unknown_category': (_variant(annotations=[dict(id=1, image_id=10, category_id=77, institution_id=0)]), 'unknown categor'),
+}
+
+@pytest.mark.parametrize('case', BAD)
+def test_bad_metadata_fails_cleanly(case, tmp_path):
+    text, word = BAD[case]
+    data = _write_bad_dataset(tmp_path/'data', text)
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', data, '--out', run, '--no-pretrained', '--epochs', 1)
+    assert_clean_failure(result, str(data/'train'/'metadata.json'), word)
+    assert not (run/'model.pkl').exists() and not run.exists()
+
+def test_offline_pretrained_fails_cleanly(flat_dataset, tmp_path):
+    "No network: one line that names --no-pretrained, and no model file"
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 1, env=dict(HF_HUB_OFFLINE='1'))
+    assert_clean_failure(result, 'pretrained', '--no-pretrained')
+    assert not (run/'model.pkl').exists()
+
+def test_train_needs_data_or_demo(tmp_path):
+    assert_clean_failure(run_command('herbarium-train', '--out', tmp_path/'run'), '--demo')
+
+def test_missing_dataset_folder(tmp_path):
+    assert_clean_failure(run_command('herbarium-train', tmp_path/'nowhere', '--no-pretrained'), 'nowhere')
+
+def test_predict_missing_or_broken_model(flat_dataset, tmp_path):
+    assert_clean_failure(run_command('herbarium-predict', tmp_path/'none.pkl', flat_dataset), 'none.pkl')
+    broken = tmp_path/'broken.pkl'; broken.write_bytes(b'garbage')
+    out = tmp_path/'submission.csv'
+    assert_clean_failure(run_command('herbarium-predict', broken, flat_dataset, '--out', out), 'broken.pkl')
+    assert not out.exists()
+
+def test_synth_command_writes_kaggle_layout(tmp_path):
+    dest = tmp_path/'synth'
+    result = run_command('herbarium-synth', dest, '--species', 3, '--size', 48, '--workers', 0)
+    assert result.returncode == 0, result.stderr
+    for name in ['train/metadata.json', 'test/metadata.json', 'sample_submission.csv', 'test_labels.csv']:
+        assert (dest/name).is_file()
