@@ -18,8 +18,9 @@ def command_line(name, *args):
     "The installed console script `name`; where it is not installed (a work tree), the same entry point through python"
     if (BIN/name).exists(): return [str(BIN/name), *map(str, args)]
     if name not in _entry_points(): return [name, *map(str, args)]
-    module, function = _entry_points()[name]
-    code = f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; sys.exit({function}())"
+    module, attribute = _entry_points()[name]
+    code = (f"import sys, importlib; sys.argv[0] = {name!r}; entry = importlib.import_module({module!r})\n"
+            f"for part in {attribute!r}.split('.'): entry = getattr(entry, part)\nsys.exit(entry())")
     return [sys.executable, '-c', code, *map(str, args)]
 
 def run_command(*args, env=None, timeout=600):

@@ -28,12 +28,13 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     assert {a['id'] for a in meta['annotations']} != {a['image_id'] for a in meta['annotations']}
     run = tmp_path/'run'
     result = run_command('herbarium-train', flat_dataset, '--out', run, '--no-pretrained', '--size', 32, '--epochs', 5,
-                         '--bs', 16, '--lr_find_iters', 30, '--num_workers', 0)
+                         '--bs', 16, '--lr-find-iters', 30, '--num-workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ['model.pkl', 'lr_find.png', 'history.csv', 'metrics.json']: assert (run/name).stat().st_size > 0
+    for name in ['model.safetensors', 'model.json', 'model.pkl', 'lr_find.png', 'history.csv', 'metrics.json']:
+        assert (run/name).stat().st_size > 0
     assert len(pd.read_csv(run/'history.csv')) == 5
     sub_file = tmp_path/'submission.csv'
-    result = run_command('herbarium-predict', run/'model.pkl', flat_dataset, '--out', sub_file, '--bs', 16, '--num_workers', 0)
+    result = run_command('herbarium-predict', run, flat_dataset, '--out', sub_file, '--bs', 16, '--num-workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
     sub, labels = pd.read_csv(sub_file), pd.read_csv(flat_dataset/'test_labels.csv')
     assert list(sub.columns) == ['Id', 'Predicted'] and sorted(sub.Id) == sorted(labels.Id)
@@ -89,7 +90,10 @@ def test_predict_missing_or_broken_model(flat_dataset, tmp_path):
     assert_clean_failure(run_command('herbarium-predict', tmp_path/'none.pkl', flat_dataset), 'none.pkl')
     broken = tmp_path/'broken.pkl'; broken.write_bytes(b'garbage')
     out = tmp_path/'submission.csv'
-    assert_clean_failure(run_command('herbarium-predict', broken, flat_dataset, '--out', out), 'broken.pkl')
+    assert_clean_failure(run_command('herbarium-predict', broken, flat_dataset, '--out', out, '--trust-pickle'), 'broken.pkl')
+    (tmp_path/'model.json').write_text('{"format": "something else"}')
+    (tmp_path/'model.safetensors').write_bytes(b'')
+    assert_clean_failure(run_command('herbarium-predict', tmp_path, flat_dataset, '--out', out), 'model.json')
     assert not out.exists()
 
 def test_synth_command_writes_kaggle_layout(tmp_path):
@@ -98,3 +102,4 @@ def test_synth_command_writes_kaggle_layout(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ['train/metadata.json', 'test/metadata.json', 'sample_submission.csv', 'test_labels.csv']:
         assert (dest/name).is_file()
+    assert_clean_failure(run_command('herbarium-synth', dest, '--species', 3, '--size', 48, '--workers', 0), str(dest))

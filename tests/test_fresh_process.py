@@ -1,30 +1,34 @@
-"A model exported after training predicts the same classes when loaded in a fresh Python process"
+"A model exported after training predicts the same classes when loaded in a fresh Python process, from either format"
 import subprocess, sys, textwrap
 
 import pandas as pd
 
 TRAIN_AND_PREDICT = textwrap.dedent('''
     import sys
+    from pathlib import Path
     from herbarium_fastai.metadata import load_metadata
     from herbarium_fastai.data import herbarium_dataloaders
     from herbarium_fastai.learner import herbarium_learner, train, export_learner
-    from herbarium_fastai.inference import predict_top_k
-    data, out = sys.argv[1], sys.argv[2]
+    from herbarium_fastai.inference import predict_top_k, save_safe_model
+    data, out = sys.argv[1], Path(sys.argv[2])
     dls = herbarium_dataloaders(load_metadata(data + '/train'), size=32, bs=16, num_workers=0)
     learn = herbarium_learner(dls, 'resnet18', pretrained=False, path=out)
     train(learn, epochs=2, lr=3e-3, out=out)
-    export_learner(learn, out + '/model.pkl')
+    save_safe_model(learn, out/'safe')
+    (out/'pickle').mkdir()
+    export_learner(learn, out/'pickle'/'model.pkl')
     top = predict_top_k(learn, load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
-    top[['image_id', 'category_id', 'probability']].to_csv(out + '/in_training_process.csv', index=False)
+    top[['image_id', 'category_id', 'probability']].to_csv(out/'in_training_process.csv', index=False)
 ''')
 
 LOAD_AND_PREDICT = textwrap.dedent('''
     import sys
+    from pathlib import Path
     from herbarium_fastai.metadata import load_metadata
     from herbarium_fastai.inference import load_model, predict_top_k
-    data, out = sys.argv[1], sys.argv[2]
-    top = predict_top_k(load_model(out + '/model.pkl'), load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
-    top[['image_id', 'category_id', 'probability']].to_csv(out + '/in_fresh_process.csv', index=False)
+    data, out, model, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+    top = predict_top_k(load_model(model, trust_pickle=model.endswith('.pkl')), load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
+    top[['image_id', 'category_id', 'probability']].to_csv(out/name, index=False)
 ''')
 
 def _python(code, *args):
@@ -33,8 +37,11 @@ def _python(code, *args):
 
 def test_fresh_process_predicts_the_same(flat_dataset, tmp_path):
     _python(TRAIN_AND_PREDICT, flat_dataset, tmp_path)
-    _python(LOAD_AND_PREDICT, flat_dataset, tmp_path)
-    before, after = pd.read_csv(tmp_path/'in_training_process.csv'), pd.read_csv(tmp_path/'in_fresh_process.csv')
-    assert before.image_id.tolist() == after.image_id.tolist()
-    assert before.category_id.tolist() == after.category_id.tolist()
-    assert (before.probability - after.probability).abs().max() < 1e-4
+    _python(LOAD_AND_PREDICT, flat_dataset, tmp_path, tmp_path/'safe', 'from_safe.csv')
+    _python(LOAD_AND_PREDICT, flat_dataset, tmp_path, tmp_path/'pickle'/'model.pkl', 'from_pickle.csv')
+    before = pd.read_csv(tmp_path/'in_training_process.csv')
+    for name in ['from_safe.csv', 'from_pickle.csv']:
+        after = pd.read_csv(tmp_path/name)
+        assert before.image_id.tolist() == after.image_id.tolist()
+        assert before.category_id.tolist() == after.category_id.tolist(), name
+        assert (before.probability - after.probability).abs().max() < 1e-4, name

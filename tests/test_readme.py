@@ -11,5 +11,5 @@ def test_readme_in_step_with_index():
 
 def test_readme_has_both_commands():
     text = (root/'README.md').read_text()
-    assert 'herbarium-train --demo' in text and 'herbarium-predict demo_run/model.pkl' in text
+    assert 'herbarium-train --demo' in text and 'herbarium-predict demo_run ' in text
     assert re.search(r'<!-- test-command.*?```sh\n(.+?)\n```', text, re.S), "the test command block is missing"
