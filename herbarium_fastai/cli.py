@@ -6,7 +6,7 @@
 __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command', 'dataset_metadata', 'synth_command',
            'demo_dataset', 'train_command', 'train_run', 'predict_command', 'predict_run', 'export_command']
 
-# %% ../nbs/05_cli.ipynb #2f2c0f7b
+# %% ../nbs/05_cli.ipynb #12cf2a7b
 import argparse
 import json
 import os
@@ -31,7 +31,7 @@ from .learner import export_learner, herbarium_learner, train
 from .metadata import HerbariumError, load_metadata
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #af4da595
+# %% ../nbs/05_cli.ipynb #7c87fb7c
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #ff8a47c2
+# %% ../nbs/05_cli.ipynb #324bef6a
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -72,7 +72,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #52d7b13f
+# %% ../nbs/05_cli.ipynb #b30d69b2
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -81,7 +81,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #7b69f08d
+# %% ../nbs/05_cli.ipynb #df403708
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -97,7 +97,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #9265e091
+# %% ../nbs/05_cli.ipynb #cda823e3
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -107,7 +107,7 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, overwrite=True, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #ad3ede22
+# %% ../nbs/05_cli.ipynb #62d18132
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, lr_find.png, history.csv, metrics.json
@@ -135,7 +135,7 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
     print(json.dumps(result['valid'], indent=2))
     print(f"model: {out}/model.json (+ model.safetensors)\npredict: herbarium-predict {out} {data}")
 
-# %% ../nbs/05_cli.ipynb #6da31417
+# %% ../nbs/05_cli.ipynb #cb75c7f1
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -171,7 +171,7 @@ def train_run(data,              # dataset root holding train/
     _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #a2a36413
+# %% ../nbs/05_cli.ipynb #ffee4a39
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -190,7 +190,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #0f68dc0a
+# %% ../nbs/05_cli.ipynb #c18f3b8d
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -218,7 +218,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #0fe46e15
+# %% ../nbs/05_cli.ipynb #06a7108e
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)

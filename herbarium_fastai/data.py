@@ -6,7 +6,7 @@
 __all__ = ['long_tail_split', 'timm_normalization', 'image_source', 'herbarium_datablock', 'with_paths', 'dataloaders_config',
            'herbarium_dataloaders']
 
-# %% ../nbs/02_data.ipynb #a5db32fe
+# %% ../nbs/02_data.ipynb #fcedd304
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from fastai.vision.data import ImageBlock
 
 from .metadata import category_table, image_paths
 
-# %% ../nbs/02_data.ipynb #3bb12342
+# %% ../nbs/02_data.ipynb #a7148006
 def long_tail_split(labels,        # the label of each image (e.g. the `category_id` column)
                     valid_pct=0.2, # share of each species' images to hold out
                     seed=42,       # the same seed gives the same split
@@ -37,7 +37,7 @@ def long_tail_split(labels,        # the label of each image (e.g. the `category
     is_valid[order] = rank < n_valid
     return is_valid
 
-# %% ../nbs/02_data.ipynb #e5139bce
+# %% ../nbs/02_data.ipynb #7fb87d57
 def timm_normalization(arch='resnet34', # a timm model name, optionally with a pretrained tag (`resnet34.a1_in1k`)
                       )->tuple:
     "The `(mean, std)` of `arch`'s pretrained config, ImageNet's if it has none"
@@ -46,13 +46,13 @@ def timm_normalization(arch='resnet34', # a timm model name, optionally with a p
     if cfg is None or not getattr(cfg, 'mean', None): return imagenet_stats
     return tuple(cfg.mean), tuple(cfg.std)
 
-# %% ../nbs/02_data.ipynb #f62afa8d
+# %% ../nbs/02_data.ipynb #9a347caa
 def image_source(item): # a metadata row with a `path`, or an image file path, or a PIL image
     "What `PILImage.create` opens for `item`: a row's `path`, or `item` itself"
     # fastai's ColReader('path') reads rows only; this also lets a trained model predict files and images directly
     return item['path'] if isinstance(item, (pd.Series, dict)) else item
 
-# %% ../nbs/02_data.ipynb #9712356e
+# %% ../nbs/02_data.ipynb #e1b3191d
 def herbarium_datablock(size=224,          # final image size fed to the model
                         presize=None,      # per-item resize before batch augmentation; default `size*1.5`
                         arch='resnet34',   # timm architecture whose normalisation is used
@@ -69,14 +69,14 @@ def herbarium_datablock(size=224,          # final image size fed to the model
                      item_tfms=Resize(presize if augment else size, method=ResizeMethod.Squish),
                      batch_tfms=[*tfms, Normalize.from_stats(*(stats or timm_normalization(arch)))])
 
-# %% ../nbs/02_data.ipynb #25177c46
+# %% ../nbs/02_data.ipynb #96ecdec1
 def with_paths(df,        # metadata from `load_metadata`
                root=None, # folder the `file_name`s are relative to; default `df.attrs['root']`
               )->pd.DataFrame:
     "A copy of `df` with a `path` column of absolute image paths"
     return df.assign(path=image_paths(df, root))
 
-# %% ../nbs/02_data.ipynb #168aeb31
+# %% ../nbs/02_data.ipynb #01200c67
 def dataloaders_config(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)
                        vocab,   # the DataLoaders' vocab (category ids)
                        size=224, presize=None, augment=True, arch='resnet34', # as given to `herbarium_datablock`
@@ -90,7 +90,7 @@ def dataloaders_config(items,   # the DataFrame the DataLoaders were built from 
                          for i, row in categories.iterrows()],
                 class_counts=[int(train_counts.get(i, 0)) for i in vocab])
 
-# %% ../nbs/02_data.ipynb #1baac85b
+# %% ../nbs/02_data.ipynb #9cf4ab42
 def herbarium_dataloaders(df,              # train metadata from `load_metadata`
                           root=None,       # folder the `file_name`s are relative to; default `df.attrs['root']`
                           size=224,        # final image size fed to the model

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['macro_f1', 'herbarium_learner', 'find_learning_rate', 'train', 'export_learner']
 
-# %% ../nbs/03_learner.ipynb #f8964759
+# %% ../nbs/03_learner.ipynb #8efd49df
 import os
 from pathlib import Path
 
@@ -19,14 +19,14 @@ from fastai.vision.learner import vision_learner
 
 from .metadata import HerbariumError
 
-# %% ../nbs/03_learner.ipynb #6016e580
+# %% ../nbs/03_learner.ipynb #87a09293
 def macro_f1():
     "fastai metric: scikit-learn's macro-averaged F1 over species, as Kaggle scores it"
     metric = F1Score(average='macro')
     metric._name = 'macro_f1'
     return metric
 
-# %% ../nbs/03_learner.ipynb #8851ee88
+# %% ../nbs/03_learner.ipynb #53001f7d
 _HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
 
 def herbarium_learner(dls,                    # DataLoaders from `herbarium_dataloaders`
@@ -54,7 +54,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     if mixed_precision: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     return learn
 
-# %% ../nbs/03_learner.ipynb #a58e1aee
+# %% ../nbs/03_learner.ipynb #e7e3563e
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
                        num_it=100,  # mini-batches to try
@@ -70,7 +70,7 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
-# %% ../nbs/03_learner.ipynb #3c5ef044
+# %% ../nbs/03_learner.ipynb #e91da2ea
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
 def train(learn,           # from `herbarium_learner`
@@ -93,7 +93,7 @@ def train(learn,           # from `herbarium_learner`
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     return dict(zip(names, map(float, learn.recorder.values[-1][1:])), lr=float(lr))
 
-# %% ../nbs/03_learner.ipynb #c87368fd
+# %% ../nbs/03_learner.ipynb #d2b4ce78
 def export_learner(learn, # a trained `Learner`
                    fname, # the model file to write (`.pkl`)
                   )->Path:
