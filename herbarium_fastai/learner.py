@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['macro_f1', 'herbarium_learner', 'find_learning_rate', 'train', 'export_learner']
 
-# %% ../nbs/03_learner.ipynb #9cf23e9e
+# %% ../nbs/03_learner.ipynb #f00c12e5
 import os
 from pathlib import Path
 
@@ -19,14 +19,14 @@ from fastai.vision.learner import vision_learner
 
 from .metadata import HerbariumError
 
-# %% ../nbs/03_learner.ipynb #58fb7d35
+# %% ../nbs/03_learner.ipynb #0aacdd4a
 def macro_f1():
     "fastai metric: scikit-learn's macro-averaged F1 over species, as Kaggle scores it"
     metric = F1Score(average='macro')
     metric._name = 'macro_f1'
     return metric
 
-# %% ../nbs/03_learner.ipynb #6ea5838e
+# %% ../nbs/03_learner.ipynb #898c15b8
 def herbarium_learner(dls,                    # DataLoaders from `herbarium_dataloaders`
                       arch='resnet34',        # a timm model name
                       pretrained=True,        # start from timm's pretrained weights (downloaded from the Hugging Face hub)
@@ -49,7 +49,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     if mixed_precision: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     return learn
 
-# %% ../nbs/03_learner.ipynb #bbcd7385
+# %% ../nbs/03_learner.ipynb #5b45c857
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
                        num_it=100,  # mini-batches to try
@@ -65,7 +65,7 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
-# %% ../nbs/03_learner.ipynb #adb2aea6
+# %% ../nbs/03_learner.ipynb #5df4542c
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
 def train(learn,           # from `herbarium_learner`
@@ -88,7 +88,7 @@ def train(learn,           # from `herbarium_learner`
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     return dict(zip(names, map(float, learn.recorder.values[-1][1:])), lr=float(lr))
 
-# %% ../nbs/03_learner.ipynb #248a1626
+# %% ../nbs/03_learner.ipynb #6b1e7164
 def export_learner(learn, # a trained `Learner`
                    fname, # the model file to write (`.pkl`)
                   )->Path:
