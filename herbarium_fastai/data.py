@@ -248,7 +248,9 @@ def shrink_image(src,        # the image file to read
     tmp = os.path.join(os.path.dirname(dest), f'{_TMP_MARK}{os.getpid()}-{os.path.basename(dest)}')
     try:
         with Image.open(src) as im:
-            if draft: im.draft('RGB', (size, size))
+            if draft and max(im.size) > size:  # ask for the target's own shape: draft keeps both sides >= the request
+                scale = size / max(im.size)
+                im.draft('RGB', (max(1, round(im.width * scale)), max(1, round(im.height * scale))))
             im = im.convert('RGB')
             if max(im.size) > size:
                 scale = size / max(im.size)

@@ -7,6 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # metadata caches of the tests' throwaway datasets go to a throwaway folder, in this process and its children
 os.environ['HERBARIUM_CACHE'] = tempfile.mkdtemp(prefix='herbarium-test-cache-')
+_SCRIPTS = tempfile.mkdtemp(prefix='herbarium-test-scripts-')  # console scripts not installed in this environment
 
 def _entry_points():
     "command name -> (module, function), from settings.ini's console_scripts"
@@ -15,12 +16,17 @@ def _entry_points():
     return {name: tuple(target.split(':')) for name, target in pairs}
 
 def command_line(name, *args):
-    "The installed console script `name`; where it is not installed (a work tree), the same entry point through python"
-    if (BIN/name).exists(): return [str(BIN/name), *map(str, args)]
-    if name not in _entry_points(): return [name, *map(str, args)]
+    "This tree's entry point for `name` (settings.ini), run through python; other programs as installed"
+    # this tree's settings.ini first: a console script installed in a shared environment may be another tree's
+    if name not in _entry_points(): return [str(BIN/name) if (BIN/name).exists() else name, *map(str, args)]
     module, function = _entry_points()[name]
-    code = f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; sys.exit({function}())"
-    return [sys.executable, '-c', code, *map(str, args)]
+    # a script file, as pip writes for a console script: fastcore's call_parse only parses sys.argv when its caller
+    # is a module with a file (under `python -c` it calls the function with no arguments)
+    script = Path(_SCRIPTS)/name
+    if not script.exists():
+        script.write_text(f"import sys\nfrom {module} import {function}\nif __name__ == '__main__':\n"
+                          f"    sys.argv[0] = {name!r}\n    sys.exit({function}())\n")
+    return [sys.executable, str(script), *map(str, args)]
 
 def run_command(*args, env=None, timeout=600):
     "Run one of the kit's commands (or any program) in a subprocess; returns the CompletedProcess"
