@@ -172,5 +172,5 @@ def test_resize_killed_midway_leaves_no_partial_file(flat_dataset, tmp_path):
     result = run_command('herbarium-resize', data, dest, '--size', 64, '--workers', 2)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout[result.stdout.index('{'):])
-    assert summary['skipped'] == done and summary['failed'] == 0
+    assert summary['skipped'] == done and summary['written'] > 0 and summary['failed'] == 0  # it was interrupted part-way
     assert _all_complete(dest) == summary['skipped'] + summary['written']
