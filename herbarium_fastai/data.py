@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import timm
 from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
 from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, Normalize
@@ -184,11 +186,22 @@ def herbarium_dataloaders(df,              # train metadata from `load_metadata`
     return dls
 
 # %% ../nbs/02_data.ipynb #5dba8808
-def _listing(folder:str)->list:
-    "`folder/name` for each entry of `folder` (none if it cannot be listed: then all its images are missing)."
+def _listing(folder:str, # the folder to list
+             prefix:str, # put before each entry's name (e.g. the folder relative to the root, with a '/')
+            )->list:
+    "`prefix + name` for each entry of `folder` (none if it cannot be listed: then all its images are missing)."
     try:
-        with os.scandir(folder) as entries: return [os.path.join(folder, e.name) for e in entries]
+        with os.scandir(folder) as entries: return [prefix + e.name for e in entries]
     except OSError: return []
+
+def _present(root:str, names:pa.Array)->np.ndarray:
+    "Which of the relative file `names` (arrow strings) exist under `root`: one `os.scandir` per folder, in threads."
+    # the per-image work is arrow's (C): folder of each name, unique folders, membership; Python touches each entry once
+    folders = pc.unique(pc.replace_substring_regex(names, r'/?[^/]*$', '')).to_pylist()
+    with ThreadPoolExecutor(min(16, len(folders)) or 1) as pool:  # scandir waits on the file system, not on the GIL
+        listed = pool.map(lambda f: _listing(os.path.join(root, f), f + '/' if f else ''), folders)
+        present = pa.array([p for listing in listed for p in listing], pa.large_string())
+    return pc.is_in(names, value_set=present).to_numpy(zero_copy_only=False)
 
 def _unreadable(paths:list)->list:
     "For each path: None if the image decodes, else the problem in one line (runs in a worker process)."
@@ -210,15 +223,13 @@ def check_images(df,           # metadata from `load_metadata`
                  chunk=64,     # images per task sent to a worker
                 )->pd.DataFrame:
     "The images of `df` that are missing (and, with `decode`, unreadable): `image_id`, `path`, `problem`"
-    paths = pd.Series(image_paths(df, root), dtype=object)
-    folders = sorted(set(os.path.dirname(p) for p in paths))
-    with ThreadPoolExecutor(min(16, len(folders)) or 1) as pool:  # scandir waits on the file system, not on the GIL
-        present = {p for listing in pool.map(_listing, folders) for p in listing}
-    missing = ~paths.isin(present).to_numpy()
+    if root is None and 'root' not in df.attrs: raise HerbariumError("no attrs['root'] in the metadata: pass root=")
+    root = os.path.abspath(df.attrs['root'] if root is None else root)
+    missing = ~_present(root, pa.array(df['file_name'], pa.large_string()))
     problem = np.where(missing, 'missing', None).astype(object)
     if decode and (~missing).any():
         todo = np.flatnonzero(~missing)
-        tasks = _chunks(paths.iloc[todo].tolist(), chunk)
+        tasks = _chunks(image_paths(df.iloc[todo], root), chunk)
         workers = os.cpu_count() if workers is None else workers
         if workers > 0:
             with ProcessPoolExecutor(workers) as pool: results = pool.map(_unreadable, tasks)
@@ -226,7 +237,7 @@ def check_images(df,           # metadata from `load_metadata`
         found = [p for r in (progress_bar(results, total=len(tasks)) if progress else results) for p in r]
         problem[todo] = found
     bad = np.flatnonzero(pd.notna(problem))
-    return pd.DataFrame(dict(image_id=np.asarray(df['image_id'])[bad], path=paths.to_numpy()[bad], problem=problem[bad]))
+    return pd.DataFrame(dict(image_id=np.asarray(df['image_id'])[bad], path=image_paths(df.iloc[bad], root), problem=problem[bad]))
 
 def write_problems(problems:pd.DataFrame, # from `check_images`
                    fname,                 # the CSV to write
@@ -302,7 +313,7 @@ def resize_dataset(data,          # dataset root in the Kaggle layout (train/ an
         sources, targets = image_paths(df), image_paths(df, dest_root)
         folders = sorted(set(os.path.dirname(t) for t in targets))
         for f in folders: os.makedirs(f, exist_ok=True)
-        with ThreadPoolExecutor(min(16, len(folders)) or 1) as pool: listed = [p for l in pool.map(_listing, folders) for p in l]
+        with ThreadPoolExecutor(min(16, len(folders)) or 1) as pool: listed = [p for l in pool.map(lambda f: _listing(f, f + os.sep), folders) for p in l]
         for stray in (p for p in listed if os.path.basename(p).startswith(_TMP_MARK)): os.unlink(stray)  # an interrupted run's
         done = set(listed)
         for s, t in zip(sources, targets):
