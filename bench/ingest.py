@@ -152,7 +152,7 @@ def _warm_up(path, mb):
 def _median(xs): return sorted(xs)[len(xs) // 2]
 
 LABELS = dict(baseline='baseline: json.load + DataFrames + merge', nocache='ours, cold (cache=False)',
-              cold='ours, cold (empty cache, writes it)', cached='ours, cached (parquet hit)')
+              cold='ours, cold (empty cache, writes it)', cached='ours, cached (arrow hit)')
 
 def report(runs):
     "Print best and median seconds, peak MB (the largest seen) per mode, the ratios, and which targets are met."

@@ -7,7 +7,7 @@ __all__ = ['MODEL_FORMAT', 'stream_logits', 'predict_top_k', 'choose_prior_stren
            'load_safe_model', 'load_model', 'top_k_table', 'predict', 'submission_frame', 'check_submission',
            'write_submission', 'score_submission']
 
-# %% ../nbs/04_inference.ipynb #9aa4f46e
+# %% ../nbs/04_inference.ipynb #ba5410b2
 import json
 import os
 import pickle
@@ -31,7 +31,7 @@ from . import __version__
 from .data import herbarium_datablock, with_paths
 from .metadata import HerbariumError
 
-# %% ../nbs/04_inference.ipynb #a513e2af
+# %% ../nbs/04_inference.ipynb #0f81995a
 def _autocast(device):
     "bf16/fp16 autocast on a GPU, nothing on the CPU"
     if device.type != 'cuda': return torch.autocast('cpu', enabled=False)
@@ -62,7 +62,7 @@ def stream_logits(learn, dl, tta=False, prior_strength=0.):
             if log_prior is not None: logits = logits - prior_strength * log_prior.to(logits.device)
             yield logits, batch[1:]
 
-# %% ../nbs/04_inference.ipynb #55298c2d
+# %% ../nbs/04_inference.ipynb #da9c25cb
 def predict_top_k(learn,            # a `Learner` (from `load_model` or training)
                   df,               # test metadata from `load_metadata` (or any frame with `image_id`, `file_name`)
                   root=None,        # folder the `file_name`s are relative to; default `df.attrs['root']`
@@ -88,7 +88,7 @@ def predict_top_k(learn,            # a `Learner` (from `load_model` or training
     return pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
                              top_k_ids=list(top_ids), top_k_probabilities=list(top_probs)))
 
-# %% ../nbs/04_inference.ipynb #efb820ef
+# %% ../nbs/04_inference.ipynb #30713d21
 def choose_prior_strength(learn,  # a trained `Learner` with its validation DataLoader
                           strengths=(0., 0.25, 0.5, 0.75, 1., 1.5), # candidate τ
                           tta=False, # with test-time augmentation, as it will be used
@@ -106,7 +106,7 @@ def choose_prior_strength(learn,  # a trained `Learner` with its validation Data
     learn.herbarium_config['prior_strength'] = best
     return dict(prior_strength=best, macro_f1=scores[best], macro_f1_without=scores.get(0., float('nan')), scores=scores)
 
-# %% ../nbs/04_inference.ipynb #09da5438
+# %% ../nbs/04_inference.ipynb #c49b61ed
 MODEL_FORMAT = 'herbarium_fastai.model'
 
 def _write_atomically(fname, write):
@@ -131,7 +131,7 @@ def save_safe_model(learn, # a `Learner` from `herbarium_learner` (trained)
     meta = dict(format=MODEL_FORMAT, format_version=1, herbarium_fastai=__version__, **config)
     return _write_atomically(dest/'model.json', lambda f: f.write_text(json.dumps(meta, indent=1) + '\n'))
 
-# %% ../nbs/04_inference.ipynb #830b196d
+# %% ../nbs/04_inference.ipynb #3225604e
 def learner_from_config(config,   # a model description, as in model.json
                         cpu=True, # on the CPU; else the default device
                        )->Learner:
@@ -174,7 +174,7 @@ def load_safe_model(fname,   # `model.json` (with `model.safetensors` beside it)
         raise HerbariumError(f"{weights}: weights do not fit {config['arch']} with {len(config['classes'])} classes ({problem})") from e
     return learn
 
-# %% ../nbs/04_inference.ipynb #64d2e180
+# %% ../nbs/04_inference.ipynb #c55bad50
 def _safe_description(fname):
     "The model.json that `fname` is, names, or lies beside (same name), if there is one"
     if fname.suffix in ('.json', '.safetensors'): return fname.with_suffix('.json')
@@ -207,7 +207,7 @@ def _load_pickle(fname, cpu=None):
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ModuleNotFoundError, OSError, ValueError) as e:
         raise HerbariumError(f"{fname}: not a model exported by herbarium_fastai ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/04_inference.ipynb #46ea7efd
+# %% ../nbs/04_inference.ipynb #bfc8ab51
 def top_k_table(predictions, # from `predict_top_k`
                 learn,       # the model that made them (for the species' names)
                 id_column='image_id', # the column naming each item
@@ -236,7 +236,7 @@ def predict(learn,  # from `load_model`
     table = top_k_table(predict_top_k(learn, frame, k=k, **kwargs), learn)
     return table.assign(image_id=[names[i] for i in table.image_id]).rename(columns={'image_id': 'item'})
 
-# %% ../nbs/04_inference.ipynb #a2380dc1
+# %% ../nbs/04_inference.ipynb #425bd059
 def submission_frame(predictions, # from `predict_top_k`
                     )->pd.DataFrame:
     "Kaggle's `Id,Predicted` table, sorted by `Id`"
@@ -264,7 +264,7 @@ def write_submission(sub,   # from `submission_frame`
     Path(fname).parent.mkdir(parents=True, exist_ok=True)
     return _write_atomically(fname, lambda f: sub.to_csv(f, index=False))
 
-# %% ../nbs/04_inference.ipynb #07c8083c
+# %% ../nbs/04_inference.ipynb #9583dede
 def score_submission(sub,    # `Id,Predicted`, from `submission_frame` or a CSV
                      labels, # `Id,category_id`: the true label of each test image
                     )->dict:

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from msgspec import UNSET, Raw, Struct
 
 # %% ../nbs/00_metadata.ipynb #8baf5256
@@ -459,7 +458,7 @@ def _frame(columns:dict, **attrs)->pd.DataFrame:
     return df
 
 # %% ../nbs/00_metadata.ipynb #b46e294a
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _MIB = 1 << 20
 
 def _cache_folder(cache)->Path:
@@ -471,12 +470,13 @@ def _cache_folder(cache)->Path:
 def _cache_path(folder:Path, source:Path, split:str|None)->Path:
     "The cache file of `source` as it is now."
     stat = source.stat()
-    key = hashlib.blake2b(f'{_CACHE_VERSION}|{pd.__version__}|{source}|{split}|{stat.st_size}|{stat.st_mtime_ns}'.encode(),
+    key = hashlib.blake2b(f'{_CACHE_VERSION}|{pd.__version__}|{source}|{split}|{stat.st_size}|{stat.st_ino}|'
+                          f'{stat.st_mtime_ns}|{stat.st_ctime_ns}'.encode(),
                           digest_size=16)
     with open(source, 'rb') as f:
         key.update(f.read(_MIB))
         if stat.st_size > _MIB: f.seek(max(_MIB, stat.st_size - _MIB)); key.update(f.read(_MIB))
-    return folder/f'{_source_tag(source)}-{key.hexdigest()}.parquet'
+    return folder/f'{_source_tag(source)}-{key.hexdigest()}.arrow'
 
 def _source_tag(source:Path)->str: return hashlib.blake2b(str(source).encode(), digest_size=8).hexdigest()
 
@@ -487,34 +487,45 @@ def _read_cache(path:Path):
     "The cached frame and its (year, split) at `path`, or None when there is none (or it cannot be read)."
     if not path.is_file(): return None
     try:
-        with pq.ParquetFile(path, memory_map=True) as f: table = f.read()  # (pq.read_table would import pyarrow.dataset)
+        with open(path, 'rb') as f: mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # private: writes stay in memory
+        table = pa.ipc.open_file(pa.py_buffer(mapped)).read_all()  # zero-copy: the table's buffers point into `mapped`
         meta = json.loads(table.schema.metadata[_META_KEY])
-        return _table_frame(table), meta['year'], meta['split']
+        return _table_frame(table, np.frombuffer(mapped, np.uint8)), meta['year'], meta['split']
     except Exception as e:
         warnings.warn(f'ignoring unreadable metadata cache {path}: {e}')
         return None
 
-def _table_frame(table:pa.Table)->pd.DataFrame:
-    "The frame of a cached `table`, with the dtypes `load_metadata` gives (numbers copied, so that they are writable)."
+def _view(base:np.ndarray, array:pa.Array, dtype)->np.ndarray:
+    "The values of the null-free fixed-width `array` as a writable numpy view of `base` (the copy-on-write mapping it lies in)."
+    # arrow hands out read-only numpy views only, and pandas writes into its columns in place: over a copy-on-write
+    # mapping a view can be writable without touching the file, so the frame needs no copy at all
+    buffer = array.buffers()[1]
+    start = buffer.address - base.ctypes.data
+    if not 0 <= start <= len(base) - buffer.size: return np.array(array.to_numpy(zero_copy_only=False), dtype)  # not in the map
+    return base[start:start + buffer.size].view(dtype)[array.offset:array.offset + len(array)]
+
+def _table_frame(table:pa.Table, base:np.ndarray)->pd.DataFrame:
+    "The frame of a cached `table` whose buffers lie in `base`, with the dtypes `load_metadata` gives."
     columns = {}
     for name, column in zip(table.column_names, table.columns):
-        column = column.unify_dictionaries().combine_chunks() if pa.types.is_dictionary(column.type) else column.combine_chunks()
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)  # (one chunk: no copy)
         if pa.types.is_dictionary(column.type):
-            indices = pc.fill_null(column.indices, -1) if column.indices.null_count else column.indices
-            columns[name] = pd.Categorical.from_codes(np.array(indices.to_numpy(zero_copy_only=False)),  # one (writable) copy
-                                                      categories=pd.Index(_str_column(column.dictionary)), validate=False)
-        elif pa.types.is_integer(column.type): columns[name] = np.array(column.to_numpy(), np.int64)
+            indices, dtype = column.indices, column.type.index_type.to_pandas_dtype()
+            codes = (np.array(pc.fill_null(indices, -1).to_numpy(), dtype) if indices.null_count else _view(base, indices, dtype))
+            columns[name] = pd.Categorical.from_codes(codes, categories=pd.Index(_str_column(column.dictionary)), validate=False)
+        elif pa.types.is_integer(column.type): columns[name] = _view(base, column, np.int64)
         else: columns[name] = _str_column(column)
     return pd.DataFrame(columns, copy=False)
 
-def _narrow(table:pa.Table)->pa.Table:
-    "`table` with each int64 column in the smallest integer type that holds it (less to read back)."
-    for i, (name, column) in enumerate(zip(table.column_names, table.columns)):
-        if column.type != pa.int64() or not len(column): continue
-        lo, hi = pc.min_max(column).values()
-        small = next(t for t in (pa.int8(), pa.int16(), pa.int32(), pa.int64())
-                     if np.iinfo(t.to_pandas_dtype()).min <= lo.as_py() and hi.as_py() <= np.iinfo(t.to_pandas_dtype()).max)
-        table = table.set_column(i, name, column.cast(small))
+def _cache_table(df:pd.DataFrame)->pa.Table:
+    "`df` as an arrow table: int64 numbers, large strings, and categories as dictionaries with pandas' own code width."
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for i, name in enumerate(table.column_names):
+        column = df[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            index_type = pa.from_numpy_dtype(column.cat.codes.dtype)
+            table = table.set_column(i, name, table.column(i).cast(pa.dictionary(index_type, pa.large_string())))
+        elif pa.types.is_string(table.column(i).type): table = table.set_column(i, name, table.column(i).cast(pa.large_string()))
     return table
 
 def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
@@ -522,16 +533,16 @@ def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        table = _narrow(pa.Table.from_pandas(df, preserve_index=False))
+        table = _cache_table(df)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                _META_KEY: json.dumps(dict(year=year, split=split)).encode()})
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + '.', suffix='.tmp')
         os.close(fd); os.chmod(tmp, 0o644)
-        pq.write_table(table, tmp, compression='none', write_statistics=False, use_dictionary=list(_TAXA),  # fastest to read back
-                       row_group_size=max(1, len(df)))
+        with pa.OSFile(tmp, 'wb') as sink, pa.ipc.new_file(sink, table.schema) as writer:  # uncompressed: mapped, not decoded
+            writer.write_table(table, max_chunksize=max(1, len(df)))
         os.replace(tmp, path); tmp = None
-        for old in path.parent.glob(path.name.split('-')[0] + '-*.parquet'):  # older entries of the same JSON file
-            if old != path: old.unlink(missing_ok=True)
+        for old in path.parent.glob(path.name.split('-')[0] + '-*.*'):  # older entries of the same JSON file (any version)
+            if old != path and old.suffix in ('.arrow', '.parquet'): old.unlink(missing_ok=True)
     except (OSError, pa.ArrowException) as e: warnings.warn(f'could not write the metadata cache {path}: {e}')
     finally:
         if tmp: Path(tmp).unlink(missing_ok=True)
@@ -539,7 +550,7 @@ def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
 # %% ../nbs/00_metadata.ipynb #e2fbcd4d
 def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset root, or a metadata JSON file
                   split:str|None=None, # 'train' or 'test': which file of a dataset root (default 'train')
-                  cache:bool|str|os.PathLike=True, # use the parquet cache; False: bypass it; a path: cache there
+                  cache:bool|str|os.PathLike=True, # use the Arrow (Feather) cache; False: bypass it; a path: cache there
                  )->pd.DataFrame:
     "Load Herbarium 2020/2021/2022 metadata as one validated DataFrame with the same columns for every year."
     source, split = _resolve(path, split)

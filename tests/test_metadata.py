@@ -1,4 +1,4 @@
-"herbarium_fastai.metadata: bad input, unsafe file names, the parquet cache, latin-1, the schema of every year"
+"herbarium_fastai.metadata: bad input, unsafe file names, the Arrow cache, latin-1, the schema of every year"
 import builtins, io, json, os, warnings
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def test_cache_hit_miss_and_staleness(tmp_path, cache_dir, monkeypatch):
     real_parse = md._parse_file
     monkeypatch.setattr(md, '_parse_file', lambda *a: parses.append(a) or real_parse(*a))
     cold = load_metadata(path.parent)                       # miss: parsed, then cached
-    assert len(parses) == 1 and len(list(cache_dir.glob('*.parquet'))) == 1
+    assert len(parses) == 1 and len(list(cache_dir.glob('*.arrow'))) == 1
     hot = load_metadata(path.parent)                        # hit: not parsed again
     assert len(parses) == 1
     pd.testing.assert_frame_equal(cold, hot)
@@ -148,7 +148,7 @@ def test_cache_hit_miss_and_staleness(tmp_path, cache_dir, monkeypatch):
     write(path, d); st = path.stat(); os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     fresh = load_metadata(path.parent)
     assert len(parses) == 3 and 'Rosa arvina L.' in set(fresh.species) and 'Rosa canina L.' not in set(fresh.species)
-    assert len(list(cache_dir.glob('*.parquet'))) == 1      # the stale entry was replaced
+    assert len(list(cache_dir.glob('*.arrow'))) == 1      # the stale entry was replaced
     assert not list(cache_dir.glob('*.tmp'))                # written atomically: no temp file left
     # same content and size, new mtime only: also a miss (never stale), same result
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
@@ -169,14 +169,14 @@ def test_cache_content_change_in_the_middle(tmp_path, cache_dir):
 def test_cache_env_and_explicit_folder(tmp_path, cache_dir):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
     load_metadata(path.parent)
-    assert len(list(cache_dir.glob('*.parquet'))) == 1      # under $HERBARIUM_CACHE/metadata
+    assert len(list(cache_dir.glob('*.arrow'))) == 1      # under $HERBARIUM_CACHE/metadata
     load_metadata(path.parent, cache=tmp_path/'elsewhere')
-    assert len(list((tmp_path/'elsewhere').glob('*.parquet'))) == 1
+    assert len(list((tmp_path/'elsewhere').glob('*.arrow'))) == 1
 
 def test_unreadable_cache_is_ignored(tmp_path, cache_dir):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
     good = load_metadata(path.parent)
-    [entry] = cache_dir.glob('*.parquet')
+    [entry] = cache_dir.glob('*.arrow')
     entry.write_bytes(b'garbage')
     with pytest.warns(UserWarning, match='ignoring unreadable metadata cache'): again = load_metadata(path.parent)
     pd.testing.assert_frame_equal(good, again)
