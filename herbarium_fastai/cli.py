@@ -6,7 +6,7 @@
 __all__ = ['DEMO', 'DEMO_TRAINING', 'command_errors', 'dataset_metadata', 'synth_command', 'demo_dataset', 'train_command',
            'train_run', 'predict_command', 'predict_run']
 
-# %% ../nbs/05_cli.ipynb #82596bbb
+# %% ../nbs/05_cli.ipynb #2a5367fd
 import json
 import os
 import sys
@@ -28,7 +28,7 @@ from .learner import export_learner, herbarium_learner, train
 from .metadata import HerbariumError, load_metadata
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #416aaf31
+# %% ../nbs/05_cli.ipynb #7a4dab2c
 @contextmanager
 def command_errors(command): # the command's name, printed before the message
     "Turn a `HerbariumError` into one line on stderr and exit status 2"
@@ -37,7 +37,7 @@ def command_errors(command): # the command's name, printed before the message
         print(f"{command}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-# %% ../nbs/05_cli.ipynb #c7ddbc62
+# %% ../nbs/05_cli.ipynb #5633d25e
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -46,7 +46,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #0acf58ab
+# %% ../nbs/05_cli.ipynb #9ce2e75b
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -55,7 +55,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #4538698f
+# %% ../nbs/05_cli.ipynb #f88b0ab7
 @call_parse
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -71,7 +71,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
                                          test_per_species=test_per_species, workers=workers)
         print(json.dumps(summary, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #6a5b3020
+# %% ../nbs/05_cli.ipynb #b5ef3320
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -81,7 +81,7 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #0edcf996
+# %% ../nbs/05_cli.ipynb #700ca9b3
 @call_parse
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.pkl, lr_find.png, history.csv, metrics.json
@@ -110,7 +110,7 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
         print(json.dumps(result['valid'], indent=2))
         print(f"model: {result['model']}\npredict: herbarium-predict {result['model']} {data}")
 
-# %% ../nbs/05_cli.ipynb #05e5b248
+# %% ../nbs/05_cli.ipynb #56121d39
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -143,7 +143,7 @@ def train_run(data,              # dataset root holding train/
     _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #9db29a7a
+# %% ../nbs/05_cli.ipynb #a7fa5d86
 @call_parse
 def predict_command(model:str,                 # model file written by herbarium-train (model.pkl)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -157,7 +157,7 @@ def predict_command(model:str,                 # model file written by herbarium
         print(f"submission: {out}")
         if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #c8265ad2
+# %% ../nbs/05_cli.ipynb #e6e04847
 def predict_run(model,          # model file written by herbarium-train
                 data,           # dataset root holding test/
                 out,            # the submission CSV to write

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['long_tail_split', 'timm_normalization', 'image_source', 'herbarium_datablock', 'with_paths', 'herbarium_dataloaders']
 
-# %% ../nbs/02_data.ipynb #c4f0fecd
+# %% ../nbs/02_data.ipynb #03ae3414
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from fastai.vision.data import ImageBlock
 
 from .metadata import image_paths
 
-# %% ../nbs/02_data.ipynb #c7c5f279
+# %% ../nbs/02_data.ipynb #c6fe0a67
 def long_tail_split(labels,        # the label of each image (e.g. the `category_id` column)
                     valid_pct=0.2, # share of each species' images to hold out
                     seed=42,       # the same seed gives the same split
@@ -36,7 +36,7 @@ def long_tail_split(labels,        # the label of each image (e.g. the `category
     is_valid[order] = rank < n_valid
     return is_valid
 
-# %% ../nbs/02_data.ipynb #a24a3aa1
+# %% ../nbs/02_data.ipynb #2305c7ff
 def timm_normalization(arch='resnet34', # a timm model name, optionally with a pretrained tag (`resnet34.a1_in1k`)
                       )->tuple:
     "The `(mean, std)` of `arch`'s pretrained config, ImageNet's if it has none"
@@ -45,13 +45,13 @@ def timm_normalization(arch='resnet34', # a timm model name, optionally with a p
     if cfg is None or not getattr(cfg, 'mean', None): return imagenet_stats
     return tuple(cfg.mean), tuple(cfg.std)
 
-# %% ../nbs/02_data.ipynb #23e19180
+# %% ../nbs/02_data.ipynb #b7956e66
 def image_source(item): # a metadata row with a `path`, or an image file path, or a PIL image
     "What `PILImage.create` opens for `item`: a row's `path`, or `item` itself"
     # fastai's ColReader('path') reads rows only; this also lets a trained model predict files and images directly
     return item['path'] if isinstance(item, (pd.Series, dict)) else item
 
-# %% ../nbs/02_data.ipynb #2c567f4a
+# %% ../nbs/02_data.ipynb #2c6cd164
 def herbarium_datablock(size=224,          # final image size fed to the model
                         presize=None,      # per-item resize before batch augmentation; default `size*1.5`
                         arch='resnet34',   # timm architecture whose normalisation is used
@@ -68,14 +68,14 @@ def herbarium_datablock(size=224,          # final image size fed to the model
                      item_tfms=Resize(presize if augment else size, method=ResizeMethod.Squish),
                      batch_tfms=[*tfms, Normalize.from_stats(*(stats or timm_normalization(arch)))])
 
-# %% ../nbs/02_data.ipynb #003fd64c
+# %% ../nbs/02_data.ipynb #cc3efb26
 def with_paths(df,        # metadata from `load_metadata`
                root=None, # folder the `file_name`s are relative to; default `df.attrs['root']`
               )->pd.DataFrame:
     "A copy of `df` with a `path` column of absolute image paths"
     return df.assign(path=image_paths(df, root))
 
-# %% ../nbs/02_data.ipynb #cc2d605d
+# %% ../nbs/02_data.ipynb #d6ee4828
 def herbarium_dataloaders(df,              # train metadata from `load_metadata`
                           root=None,       # folder the `file_name`s are relative to; default `df.attrs['root']`
                           size=224,        # final image size fed to the model

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['load_model', 'predict_top_k', 'submission_frame', 'write_submission', 'score_submission']
 
-# %% ../nbs/04_inference.ipynb #4fecabc6
+# %% ../nbs/04_inference.ipynb #e2d29ccb
 import os
 import pickle
 import warnings
@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score
 from .data import with_paths
 from .metadata import HerbariumError
 
-# %% ../nbs/04_inference.ipynb #32af9308
+# %% ../nbs/04_inference.ipynb #21cfc785
 def load_model(fname,    # a model file written by `export_learner` (`herbarium-train`)
                cpu=None, # load onto the CPU; default: the GPU when there is one
               )->Learner:
@@ -36,7 +36,7 @@ def load_model(fname,    # a model file written by `export_learner` (`herbarium-
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ModuleNotFoundError, OSError, ValueError) as e:
         raise HerbariumError(f"{fname}: not a model exported by herbarium_fastai ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/04_inference.ipynb #2461d15c
+# %% ../nbs/04_inference.ipynb #06c287ea
 def _autocast(device):
     "bf16/fp16 autocast on a GPU, nothing on the CPU"
     if device.type != 'cuda': return torch.autocast('cpu', enabled=False)
@@ -66,7 +66,7 @@ def predict_top_k(learn,          # a `Learner` (from `load_model` or training)
     return pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
                              top_k_ids=list(top_ids), top_k_probabilities=list(top_probs)))
 
-# %% ../nbs/04_inference.ipynb #8a09e6a9
+# %% ../nbs/04_inference.ipynb #bf9ba3db
 def submission_frame(predictions, # from `predict_top_k`
                     )->pd.DataFrame:
     "Kaggle's `Id,Predicted` table, sorted by `Id`"
@@ -86,7 +86,7 @@ def write_submission(sub,   # from `submission_frame`
     finally: tmp.unlink(missing_ok=True)
     return fname
 
-# %% ../nbs/04_inference.ipynb #2540aad5
+# %% ../nbs/04_inference.ipynb #5095a8c5
 def score_submission(sub,    # `Id,Predicted`, from `submission_frame` or a CSV
                      labels, # `Id,category_id`: the true label of each test image
                     )->dict:
