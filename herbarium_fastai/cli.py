@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 # fastai.layers calls torch.jit.script at import, which torch now deprecates: not ours to fix, and not for the user's screen
@@ -26,7 +26,8 @@ from fastcore.script import Param, call_parse
 from . import __version__
 from .data import herbarium_dataloaders
 from .inference import load_model, predict_top_k, score_submission, submission_frame, write_submission
-from .learner import export_learner, herbarium_learner, load_checkpoint, train
+from .learner import (broadcast_from_rank0, distributed, export_learner, find_learning_rate, herbarium_learner,
+                                      load_checkpoint, single_process, train)
 from .metadata import HerbariumError, load_metadata
 from .report import write_report
 from .synth import make_synthetic_dataset
@@ -84,7 +85,7 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #43fd92b9
+# %% ../nbs/05_cli.ipynb #132ec8df
 def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
                )->list|None:
     "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
@@ -115,7 +116,7 @@ def model_sha256(model)->str:
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
-# %% ../nbs/05_cli.ipynb #3c47acfd
+# %% ../nbs/05_cli.ipynb #21be5b47
 @call_parse
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.pkl, config.json, history.csv, checkpoints/, the report
@@ -211,8 +212,11 @@ def train_run(data,              # dataset root holding train/
     dls = dls_for_size(sizes[0])
     # a resumed run takes every weight from its checkpoint: nothing to download or read
     learn = herbarium_learner(dls, arch, pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
-    distributed = learn.distrib_ctx(sync_bn=cuda) if world > 1 else nullcontext()  # `accelerate launch`: DDP through Accelerate
-    with distributed:
+    if world > 1 and checkpoint is None and lr is None:  # fastai's lr_find is for one process: rank 0's, before DDP starts
+        if rank == 0:
+            with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
+    with distributed(learn):  # under `accelerate launch`: DDP through Accelerate
+        if world > 1: lr = broadcast_from_rank0(lr)
         valid = train(learn, epochs=epochs, lr=lr, out=out, lr_find_iters=lr_find_iters, freeze_epochs=freeze_epochs,
                       sizes=sizes, dls_for_size=dls_for_size, accumulate=accumulate, resume=checkpoint)
     result = dict(valid=valid, model=str((out/'model.pkl').absolute()), data=options['data'], arch=arch, sizes=sizes,

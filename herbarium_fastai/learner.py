@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'atomic_save', 'RunCheckpoint',
-           'RunHistory', 'keep_history', 'find_learning_rate', 'training_phases', 'train', 'load_checkpoint',
-           'export_learner']
+           'RunHistory', 'keep_history', 'distributed', 'broadcast_from_rank0', 'single_process', 'find_learning_rate',
+           'training_phases', 'train', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/03_learner.ipynb #f00c12e5
 import os
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,13 +17,14 @@ import numpy as np
 import timm
 import torch
 from fastai.callback.channelslast import ChannelsLast
-from fastai.callback.progress import CSVLogger
+from fastai.callback.progress import CSVLogger, ProgressCallback
 from fastai.callback.schedule import fit_one_cycle, lr_find, minimum, valley  # noqa: F401 (fit_one_cycle, lr_find patch Learner)
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.training import GradientAccumulation
+from fastai.distributed import DistributedDL, DistributedTrainer, distrib_ctx  # noqa: F401 (distrib_ctx patches Learner)
 from fastai.learner import Learner
 from fastai.metrics import F1Score, accuracy
-from fastai.torch_core import get_model, rank_distrib
+from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastai.vision.learner import vision_learner
 from fastcore.basics import store_attr
 from fastcore.foundation import L
@@ -72,7 +73,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     if channels_last: learn.add_cb(ChannelsLast())
     return learn
 
-# %% ../nbs/03_learner.ipynb #a8b2c397
+# %% ../nbs/03_learner.ipynb #e7d003cf
 CLASSIFIER_PREFIXES = ('fc.', 'head.', 'classifier.', 'last_linear.', 'head_dist.')  # timm's and torchvision's classifier layers
 
 def load_body_weights(model,  # a fastai model from `vision_learner` with a timm body: `model[0].model`
@@ -99,7 +100,7 @@ def load_body_weights(model,  # a fastai model from `vision_learner` with a timm
     return dict(file=str(fname), loaded=len(matched), classifier_left_out=classifier,
                 missing=sorted(set(own) - set(matched)), unexpected=sorted(set(wanted) - set(matched)))
 
-# %% ../nbs/03_learner.ipynb #ddd55b8b
+# %% ../nbs/03_learner.ipynb #c227533f
 def atomic_save(obj,   # what `torch.save` writes
                 fname, # the file; written as a hidden temporary file beside it first, then renamed over it
                )->Path:
@@ -179,6 +180,49 @@ def keep_history(fname, # a `history.csv`
     tmp.write_text(''.join(lines[:1 + epochs]))
     os.replace(tmp, fname)
 
+# %% ../nbs/03_learner.ipynb #6de19997
+class _GlooDistributedDL(DistributedDL):
+    "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
+    # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
+    def _broadcast(self, t, rank):
+        t = torch.LongTensor(t)
+        torch.distributed.broadcast(t, rank)
+        return t.tolist()
+
+class _CPUDistributedTrainer(DistributedTrainer):
+    "fastai's `DistributedTrainer` for processes on CPUs (gloo)"
+    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _GlooDistributedDL(dl, device=self.learn.model.device)
+
+@contextmanager
+def distributed(learn, # the `Learner` to train in every process of `accelerate launch` (or torchrun)
+               ):
+    "fastai's `distrib_ctx` (DistributedDataParallel through Accelerate) when launched in several processes; else nothing"
+    if num_distrib() <= 1: yield learn; return
+    # BatchNorm stays BatchNorm (sync_bn=False): SyncBatchNorm needs CUDA, and the exported model must run anywhere
+    if torch.cuda.is_available():
+        with learn.distrib_ctx(sync_bn=False): yield learn
+        return
+    learn.add_cb(_CPUDistributedTrainer(sync_bn=False, cpu=True))  # Accelerate only picks gloo on CPUs when told cpu=True
+    if rank_distrib(): learn.remove_cb(ProgressCallback)
+    try: yield learn
+    finally: learn.detach_distributed()
+
+def broadcast_from_rank0(value):
+    "`value` as rank 0 has it, in every process of a distributed run"
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+@contextmanager
+def single_process():
+    "Within it fastai sees one process (for rank 0 alone, before the process group starts: e.g. its `lr_find`)"
+    # fastai reads WORLD_SIZE to decide whether to gather across processes; there is no process group yet to gather with
+    saved = os.environ.pop('WORLD_SIZE', None)
+    try: yield
+    finally:
+        if saved is not None: os.environ['WORLD_SIZE'] = saved
+
 # %% ../nbs/03_learner.ipynb #5b45c857
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
@@ -195,7 +239,7 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
-# %% ../nbs/03_learner.ipynb #d29c84df
+# %% ../nbs/03_learner.ipynb #9fdc27b9
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
 def training_phases(epochs=5,          # epochs of the one-cycle schedule after the frozen ones
@@ -228,7 +272,7 @@ def train(learn,           # from `herbarium_learner`
           cbs=None,        # more callbacks for every fit
          )->dict:
     "Find a learning rate, train with the one-cycle policy phase by phase, checkpointing; returns the final validation metrics"
-    out = Path(learn.path if out is None else out)
+    out = Path(learn.path if out is None else out).absolute()  # CSVLogger joins a relative name to learn.path
     main = not rank_distrib()
     if main: out.mkdir(parents=True, exist_ok=True)
     if freeze_epochs is None: freeze_epochs = 1 if _is_frozen(learn) else 0
@@ -237,11 +281,11 @@ def train(learn,           # from `herbarium_learner`
     history = out/'history.csv'
     if resume is None:
         if lr is None:
-            # lr_find saves and removes `models/_tmp.pth` under learn.path: other ranks use a folder of their own
-            path = learn.path
-            if not main: learn.path = Path(tempfile.mkdtemp(prefix=f'herbarium-rank{rank_distrib()}-'))
-            try: lr = find_learning_rate(learn, out/'lr_find.png' if main else None, num_it=lr_find_iters)
-            finally: learn.path = path
+            # fastai's lr_find saves and reloads the model through rank 0 and a barrier: under a launcher, run it on
+            # rank 0 before `distributed` and pass `lr` (as `train_run` does)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                raise ValueError("distributed training: find the learning rate on rank 0 before `distributed`, then pass lr")
+            lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
         if main and history.exists(): history.unlink()
         start_phase, start_epoch, best = 0, 0, None
     else:
