@@ -199,19 +199,19 @@ def train_run(data,              # dataset root holding train/
                    lr=lr, pretrained=pretrained, weights=None if weights is None else str(Path(weights).absolute()),
                    valid_pct=valid_pct, seed=seed, lr_find_iters=lr_find_iters, num_workers=num_workers,
                    accumulate=accumulate, freeze_epochs=freeze_epochs, report=report)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        config = run_config(out) if resume else dict(options=options, versions=versions(), seed=seed, world_size=world,
-                                                      device='cuda' if cuda else 'cpu', started=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-        if resume: config.setdefault('resumed', []).append(dict(at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), epoch=checkpoint['epoch'],
-                                                               world_size=world, versions=versions()))
-        _write_json(config, out/'config.json')
     loader_options = dict(num_workers=num_workers) if num_workers is not None else {}
     if cuda: loader_options['pin_memory'] = True
     dls_for_size = lambda s: herbarium_dataloaders(train_df, size=s, bs=bs, valid_pct=valid_pct, seed=seed, arch=arch, **loader_options)
     dls = dls_for_size(sizes[0])
     # a resumed run takes every weight from its checkpoint: nothing to download or read
     learn = herbarium_learner(dls, arch, pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
+    if rank == 0:  # the weights and the data are checked: now the run folder
+        out.mkdir(parents=True, exist_ok=True)
+        config = run_config(out) if resume else dict(options=options, versions=versions(), seed=seed, world_size=world,
+                                                      device='cuda' if cuda else 'cpu', started=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        if resume: config.setdefault('resumed', []).append(dict(at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), epoch=checkpoint['epoch'],
+                                                               world_size=world, versions=versions()))
+        _write_json(config, out/'config.json')
     if world > 1 and checkpoint is None and lr is None:  # fastai's lr_find is for one process: rank 0's, before DDP starts
         if rank == 0:
             with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
