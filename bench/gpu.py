@@ -118,7 +118,7 @@ def main():
     print(f"{'ours, compute only (steps, no waits)':44}{ours_compute_rate:12.1f}{ours_compute_rate / plain_rate:10.2f}")
     print(f"{'ours, end to end (steps + data waits)':44}{ours_rate:12.1f}{ours_rate / plain_rate:10.2f}")
     print(f"{'our DataLoader alone (no model)':44}{loader_rate:12.1f}{loader_rate / plain_rate:10.2f}")
-    print(f"\nGPU waiting for data: {sum(waits):.2f} s of {sum(waits) + sum(steps):.2f} s of training steps ({wait_share:.0%}); "
+    print(f"\nGPU waiting for data (JPEG loading in the workers, transfer, batch augmentation): {sum(waits):.2f} s of {sum(waits) + sum(steps):.2f} s of training steps ({wait_share:.0%}); "
           f"median wait {statistics.median(waits) * 1000:.1f} ms, median step {statistics.median(steps) * 1000:.1f} ms "
           f"over {len(steps)} steps (first {w} left out); fit_one_cycle {args.epochs} epochs with validation: {fit_seconds:.1f} s")
     if cuda: print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
