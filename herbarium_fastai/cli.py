@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command', 'dataset_metadata', 'synth_command',
-           'demo_dataset', 'train_command', 'train_run', 'predict_command', 'predict_run', 'export_command',
-           'check_run', 'check_command', 'resize_command']
+           'demo_dataset', 'parse_sizes', 'run_config', 'versions', 'model_sha256', 'train_command', 'train_run',
+           'predict_command', 'predict_run', 'export_command', 'check_run', 'check_command', 'resize_command']
 
-# %% ../nbs/05_cli.ipynb #60f4a976
+# %% ../nbs/05_cli.ipynb #24fd3a65
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 import torch
+from fastai.torch_core import get_model, num_distrib, rank_distrib
 from fastcore.docments import docments
 from fastcore.script import Param
 
@@ -30,11 +32,13 @@ import pandas as pd
 from .data import check_images, herbarium_dataloaders, resize_dataset, subset_metadata, write_problems
 from .inference import (check_submission, choose_prior_strength, load_model, predict_top_k,
                                         save_safe_model, score_submission, submission_frame, top_k_table, write_submission)
-from .learner import export_learner, herbarium_learner, train
+from .learner import (broadcast_from_rank0, distributed, export_learner, find_learning_rate, herbarium_learner,
+                                      load_checkpoint, single_process, train)
 from .metadata import HerbariumError, load_metadata
+from .report import write_report
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #3a2ac1ef
+# %% ../nbs/05_cli.ipynb #b8bbcaa3
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -74,7 +78,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #b584acd4
+# %% ../nbs/05_cli.ipynb #09a8ba37
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -83,7 +87,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #a9ac37c9
+# %% ../nbs/05_cli.ipynb #a22e267d
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -92,7 +96,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #9d000a81
+# %% ../nbs/05_cli.ipynb #9d72923c
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -108,7 +112,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #74733649
+# %% ../nbs/05_cli.ipynb #ba58dfec
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -118,19 +122,51 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, overwrite=True, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #6d67ef0d
+# %% ../nbs/05_cli.ipynb #2632ebe9
+def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
+               )->list|None:
+    "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
+    if sizes is None or isinstance(sizes, (list, tuple)): return None if sizes is None else [int(s) for s in sizes]
+    try: values = [int(s) for s in str(sizes).split(',') if s.strip()]
+    except ValueError: values = []
+    if not values or min(values) < 8: raise HerbariumError(f"--sizes {sizes!r}: give image sizes like 128,224")
+    return values
+
+def run_config(run, # a run folder written by `herbarium-train`
+              )->dict:
+    "A run's `config.json`"
+    fname = Path(run)/'config.json'
+    if not fname.is_file(): raise HerbariumError(f"{fname}: no such file: --resume needs a run folder written by herbarium-train")
+    try: return json.loads(fname.read_text())
+    except ValueError as e: raise HerbariumError(f"{fname}: not JSON ({e})") from e
+
+def versions()->dict:
+    "Versions of the libraries a run depends on"
+    import fastai, timm
+    return dict(herbarium_fastai=__version__, torch=torch.__version__, fastai=fastai.__version__, timm=timm.__version__,
+                python=sys.version.split()[0])
+
+def model_sha256(model)->str:
+    "A fingerprint of `model`'s weights: equal for identical weights (e.g. on every rank of a distributed run)"
+    digest = hashlib.sha256()
+    for key, value in get_model(model).state_dict().items():
+        digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+# %% ../nbs/05_cli.ipynb #116cd292
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
-                  out:str='run',              # run folder: model.safetensors + model.json, model.pkl, lr_find.png, history.csv, metrics.json
+                  out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
                   arch:str='resnet34',        # timm architecture
                   size:int=None,              # image size fed to the model (default 224; 64 with --demo)
                   epochs:int=None,            # epochs of the one-cycle schedule (default 5; 12 with --demo)
                   bs:int=None,                # batch size (default 64; 32 with --demo)
                   lr:float=None,              # maximum learning rate (default: lr_find's suggestion)
                   pretrained:bool=True,       # --no-pretrained: train from scratch, without timm's pretrained weights (they need network once)
+                  weights:str=None,           # a timm/torchvision state dict file (.safetensors, .pth) for the body: pretrained without the hub
                   demo:bool=False,            # train from scratch on a small synthetic dataset made in the cache folder
                   valid_pct:float=0.2,        # share of each species held out for validation
-                  seed:int=42,                # seed of the split and of training
+                  seed:int=42,                # seed of the split and of training (the same seed repeats a CPU run exactly)
                   lr_find_iters:int=None,     # mini-batches lr_find tries (default 100; 30 with --demo)
                   num_workers:int=None,       # DataLoader workers (default: all cores)
                   skip_missing:bool=False,    # train without the images that are missing (else: refuse to start)
@@ -140,27 +176,44 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
                   image_share:float=1.0,      # share of each species' images to train on
                   min_per_species:int=None,   # leave out species with fewer images; keep at least this many of each
                   max_per_species:int=None,   # keep at most this many images of each species
+                  accumulate:int=1,           # mini-batches whose gradients add up before each step (small GPUs: bs x accumulate)
+                  sizes:str=None,             # progressive resizing, e.g. 128,224: the epochs shared out across these sizes
+                  freeze_epochs:int=None,     # epochs training only the new head first (default 1 with pretrained weights, else 0)
+                  resume:str=None,            # a run folder to continue from its last checkpoint, with its config.json's options
+                  report:bool=True,           # --no-report: skip the run report (show_batch, per-family scores, confusions)
                  ):
-    "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle, export"
+    "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
-    defaults = DEMO_TRAINING if demo else dict(size=224, epochs=5, bs=64, lr_find_iters=100)
-    size, epochs, bs, lr_find_iters = (v if v is not None else defaults[k] for k, v in
-                                       dict(size=size, epochs=epochs, bs=bs, lr_find_iters=lr_find_iters).items())
-    if demo: data, pretrained = demo_dataset(), False
-    if data is None: raise HerbariumError("give a dataset folder (DATA) or --demo")
-    result = train_run(data, out, arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, pretrained=pretrained,
-                       valid_pct=valid_pct, seed=seed, lr_find_iters=lr_find_iters, num_workers=num_workers,
-                       skip_missing=skip_missing, subset=dict(species=species, families=families, orders=orders,
-                       image_share=image_share, min_per_species=min_per_species, max_per_species=max_per_species))
-    print(json.dumps(result['valid'], indent=2))
-    print(f"model: {out}/model.json (+ model.safetensors)\npredict: herbarium-predict {out} {data}")
+    if resume is not None:
+        config = run_config(resume)
+        options = {**config['options'], 'out': resume}
+        data = options.pop('data')
+        result = train_run(data, resume=True, **{k: v for k, v in options.items() if k != 'resume'})
+    else:
+        defaults = DEMO_TRAINING if demo else dict(size=224, epochs=5, bs=64, lr_find_iters=100)
+        size, epochs, bs, lr_find_iters = (v if v is not None else defaults[k] for k, v in
+                                           dict(size=size, epochs=epochs, bs=bs, lr_find_iters=lr_find_iters).items())
+        if demo: data, pretrained = demo_dataset(), False
+        if data is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
+        result = train_run(data, out, arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, pretrained=pretrained,
+                           valid_pct=valid_pct, seed=seed, lr_find_iters=lr_find_iters, num_workers=num_workers,
+                           weights=weights, accumulate=accumulate, sizes=parse_sizes(sizes), freeze_epochs=freeze_epochs,
+                           report=report, skip_missing=skip_missing,
+                           subset=dict(species=species, families=families, orders=orders, image_share=image_share,
+                                       min_per_species=min_per_species, max_per_species=max_per_species))
+    if result['world_size'] > 1:  # under `accelerate launch`: every rank says what it ended with
+        print(f"rank {result['rank']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
+    if result['rank'] == 0:
+        print(json.dumps(result['valid'], indent=2))
+        run = result['options']['out']
+        print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
-# %% ../nbs/05_cli.ipynb #58df79f0
+# %% ../nbs/05_cli.ipynb #61b75146
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
-              size=224,          # image size fed to the model
-              epochs=5,          # epochs of the one-cycle schedule
+              size=224,          # image size fed to the model (the first of `sizes` when given)
+              epochs=5,          # epochs of the one-cycle schedule (after the frozen ones)
               bs=64,             # batch size
               lr=None,           # maximum learning rate; None: lr_find's suggestion
               pretrained=True,   # start from timm's pretrained weights
@@ -170,14 +223,23 @@ def train_run(data,              # dataset root holding train/
               num_workers=None,  # DataLoader workers; default all cores
               skip_missing=False,# drop missing images (with a note) instead of refusing to start
               subset=None,       # keyword arguments of `subset_metadata` (species, families, orders, image_share, ...)
+              weights=None,      # a state dict file for the body (instead of downloading `pretrained` weights)
+              accumulate=1,      # mini-batches whose gradients add up before each step
+              sizes=None,        # image sizes for progressive resizing, e.g. [128, 224]; default [size]
+              freeze_epochs=None, # epochs training the new head alone first; default 1 with pretrained weights, else 0
+              resume=False,      # continue `out` from its last checkpoint
+              report=True,       # write the run report (06_report)
              )->dict:
-    "The whole training job: metadata, DataLoaders, learner, lr_find + one-cycle training, export; returns metrics.json's content"
+    "The whole training job: metadata, DataLoaders, learner, lr_find + checkpointed one-cycle training, report, export; returns metrics.json's content"
+    from fastai.distributed import distrib_ctx  # noqa: F401 (patches Learner)
     from fastai.torch_core import set_seed
-    start = time.time()
+    start, out = time.time(), Path(out)
+    checkpoint = load_checkpoint(out) if resume else None
     train_df = dataset_metadata(data, 'train')  # validated before anything is written
     subset = {k: v for k, v in (subset or {}).items() if v is not None and not (k == 'image_share' and v == 1)}
     if subset: train_df = subset_metadata(train_df, seed=seed, **subset)
-    out = Path(out)
+    if weights is not None and not Path(weights).is_file(): raise HerbariumError(f"{weights}: no such weights file (--weights)")
+    if accumulate < 1: raise HerbariumError(f"--accumulate {accumulate}: give 1 or more")
     missing = check_images(train_df)  # one folder listing per image folder, not one stat per image
     if len(missing) and not skip_missing:
         listed = write_problems(missing, out/'missing_images.csv')
@@ -186,25 +248,52 @@ def train_run(data,              # dataset root holding train/
     if len(missing):
         print(f"note: {len(missing):,} missing train images left out", file=sys.stderr)
         train_df = train_df[~train_df['image_id'].isin(missing['image_id'])]
-    set_seed(seed, reproducible=not torch.cuda.is_available())  # cudnn's autotuner is worth more than bitwise repeats on a GPU
-    out.mkdir(parents=True, exist_ok=True)
-    dls = herbarium_dataloaders(train_df, size=size, bs=bs, valid_pct=valid_pct, seed=seed, arch=arch, split_file=out/'split.csv',
-                                **({} if num_workers is None else dict(num_workers=num_workers)))
-    learn = herbarium_learner(dls, arch, pretrained=pretrained, path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    valid = train(learn, epochs=epochs, lr=lr, out=out, lr_find_iters=lr_find_iters)
-    prior = choose_prior_strength(learn)
-    valid.update(macro_f1_prior_corrected=prior['macro_f1'], prior_strength=prior['prior_strength'])
-    save_safe_model(learn, out)
-    export_learner(learn, out/'model.pkl')
-    result = dict(valid=valid, model=str((out/'model.json').absolute()), data=str(Path(data).absolute()), arch=arch,
-                  size=size, epochs=epochs, bs=bs, pretrained=pretrained, seed=seed, species=int(dls.c),
-                  train_images=len(dls.train_ds), valid_images=len(dls.valid_ds), subset=subset, missing_left_out=len(missing), device=str(dls.device),
-                  seconds=round(time.time() - start, 1), herbarium_fastai=__version__, torch=torch.__version__)
-    _write_json(result, out/'metrics.json')
+    sizes = list(sizes) if sizes else [size]
+    if freeze_epochs is None: freeze_epochs = 1 if (pretrained or weights is not None) else 0
+    rank, world = rank_distrib(), max(num_distrib(), 1)
+    cuda = torch.cuda.is_available()
+    set_seed(seed, reproducible=not cuda)  # cudnn's autotuner is worth more than bitwise repeats on a GPU
+    options = dict(data=str(Path(data).absolute()), out=str(out), arch=arch, size=sizes[0], sizes=sizes, epochs=epochs, bs=bs,
+                   lr=lr, pretrained=pretrained, weights=None if weights is None else str(Path(weights).absolute()),
+                   valid_pct=valid_pct, seed=seed, lr_find_iters=lr_find_iters, num_workers=num_workers,
+                   accumulate=accumulate, freeze_epochs=freeze_epochs, report=report, skip_missing=skip_missing, subset=subset)
+    loader_options = dict(num_workers=num_workers) if num_workers is not None else {}
+    if cuda: loader_options['pin_memory'] = True
+    dls_for_size = lambda s, split_file=None: herbarium_dataloaders(train_df, size=s, bs=bs, valid_pct=valid_pct, seed=seed, arch=arch,
+                                                                    split_file=split_file, **loader_options)
+    dls = dls_for_size(sizes[0], out/'split.csv' if rank == 0 else None)
+    # a resumed run takes every weight from its checkpoint: nothing to download or read
+    learn = herbarium_learner(dls, arch, pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
+    if rank == 0:  # the weights and the data are checked: now the run folder
+        out.mkdir(parents=True, exist_ok=True)
+        config = run_config(out) if resume else dict(options=options, versions=versions(), seed=seed, world_size=world,
+                                                      device='cuda' if cuda else 'cpu', started=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        if resume: config.setdefault('resumed', []).append(dict(at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), epoch=checkpoint['epoch'],
+                                                               world_size=world, versions=versions()))
+        _write_json(config, out/'config.json')
+    if world > 1 and checkpoint is None and lr is None:  # fastai's lr_find is for one process: rank 0's, before DDP starts
+        if rank == 0:
+            with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
+    with distributed(learn):  # under `accelerate launch`: DDP through Accelerate
+        if world > 1: lr = broadcast_from_rank0(lr)
+        valid = train(learn, epochs=epochs, lr=lr, out=out, lr_find_iters=lr_find_iters, freeze_epochs=freeze_epochs,
+                      sizes=sizes, dls_for_size=dls_for_size, accumulate=accumulate, resume=checkpoint)
+    result = dict(valid=valid, model=str((out/'model.json').absolute()), data=options['data'], options=options, arch=arch, sizes=sizes,
+                  epochs=epochs, bs=bs, accumulate=accumulate, pretrained=pretrained, weights=options['weights'], seed=seed,
+                  species=int(dls.c), train_images=len(dls.train_ds), valid_images=len(dls.valid_ds), subset=subset,
+                  missing_left_out=len(missing), device=str(dls.device), world_size=world, rank=rank,
+                  model_sha256=model_sha256(learn.model), weights_report=learn.weights_report,
+                  seconds=round(time.time() - start, 1), **versions())
+    if rank == 0:
+        prior = choose_prior_strength(learn)  # τ of --prior-correction, chosen on the validation split
+        valid.update(macro_f1_prior_corrected=prior['macro_f1'], prior_strength=prior['prior_strength'])
+        if report: write_report(learn, out)
+        save_safe_model(learn, out)
+        export_learner(learn, out/'model.pkl')
+        _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #9d8a155a
+# %% ../nbs/05_cli.ipynb #b511a670
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -223,7 +312,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #3193b7b0
+# %% ../nbs/05_cli.ipynb #a78edaaa
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -251,7 +340,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #52df0470
+# %% ../nbs/05_cli.ipynb #40ca5a61
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)
@@ -263,7 +352,7 @@ def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
     if learn is None: raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
     print(f"wrote {save_safe_model(learn, dest or pickled.parent)}")
 
-# %% ../nbs/05_cli.ipynb #cef4ddc1
+# %% ../nbs/05_cli.ipynb #68f0914b
 def _splits(data:Path)->list:
     "The splits the dataset root `data` has: train, and test where there is one."
     return ['train'] + (['test'] if (data/'test'/'metadata.json').is_file() or (data/'test_metadata.json').is_file() else [])
@@ -299,7 +388,7 @@ def check_command(data:str,                      # dataset root (Kaggle layout)
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
-# %% ../nbs/05_cli.ipynb #a19684c5
+# %% ../nbs/05_cli.ipynb #35e8b641
 @command('herbarium-resize')
 def resize_command(data:str,          # dataset root (Kaggle layout)
                    dest:str,          # root of the presized copy (a rerun finishes an interrupted one)

@@ -7,7 +7,7 @@ __all__ = ['long_tail_split', 'save_split', 'subset_metadata', 'timm_normalizati
            'herbarium_datablock', 'with_paths', 'dataloaders_config', 'herbarium_dataloaders', 'check_images',
            'write_problems', 'shrink_image', 'resize_dataset']
 
-# %% ../nbs/02_data.ipynb #463b2b4b
+# %% ../nbs/02_data.ipynb #8c2e8a7c
 import os, shutil, tempfile
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +26,7 @@ from PIL import Image
 
 from .metadata import HerbariumError, MetadataError, category_table, image_paths, load_metadata
 
-# %% ../nbs/02_data.ipynb #e418f909
+# %% ../nbs/02_data.ipynb #3cfff7c9
 def long_tail_split(labels,        # the label of each image (e.g. the `category_id` column)
                     valid_pct=0.2, # share of each species' images to hold out
                     seed=42,       # the same seed gives the same split
@@ -43,7 +43,7 @@ def long_tail_split(labels,        # the label of each image (e.g. the `category
     is_valid[order] = rank < n_valid
     return is_valid
 
-# %% ../nbs/02_data.ipynb #d582a163
+# %% ../nbs/02_data.ipynb #20aeb5c8
 def _atomic_csv(frame:pd.DataFrame, fname)->Path:
     "Write `frame` as CSV to `fname` through a temp file and `os.replace`: a reader never sees half a file."
     fname = Path(fname)
@@ -63,7 +63,7 @@ def save_split(df,       # metadata with `image_id`
     "Write the split as CSV (`image_id`, `is_valid`), atomically"
     return _atomic_csv(pd.DataFrame(dict(image_id=np.asarray(df['image_id']), is_valid=np.asarray(is_valid, bool))), fname)
 
-# %% ../nbs/02_data.ipynb #afa815ea
+# %% ../nbs/02_data.ipynb #7646c224
 def _names_list(value)->list|None:
     "A list of names from a list or a comma-separated string (None stays None)."
     if value is None: return None
@@ -115,7 +115,7 @@ def subset_metadata(df,                   # train metadata from `load_metadata`
     result.attrs = dict(df.attrs)
     return result
 
-# %% ../nbs/02_data.ipynb #c45b8b9a
+# %% ../nbs/02_data.ipynb #d35d4195
 def timm_normalization(arch='resnet34', # a timm model name, optionally with a pretrained tag (`resnet34.a1_in1k`)
                       )->tuple:
     "The `(mean, std)` of `arch`'s pretrained config, ImageNet's if it has none"
@@ -124,20 +124,20 @@ def timm_normalization(arch='resnet34', # a timm model name, optionally with a p
     if cfg is None or not getattr(cfg, 'mean', None): return imagenet_stats
     return tuple(cfg.mean), tuple(cfg.std)
 
-# %% ../nbs/02_data.ipynb #3fa6d21b
+# %% ../nbs/02_data.ipynb #170b5821
 def image_source(item): # a metadata row with a `path`, or an image file path, or a PIL image
     "What `PILImage.create` opens for `item`: a row's `path`, or `item` itself"
     # fastai's ColReader('path') reads rows only; this also lets a trained model predict files and images directly
     return item['path'] if isinstance(item, (pd.Series, dict)) else item
 
-# %% ../nbs/02_data.ipynb #d4116db3
+# %% ../nbs/02_data.ipynb #9547c5b4
 def open_image(item): # what `image_source` gives: an image file path or a PIL image
     "`PILImage.create(item)`; a file that cannot be read raises `HerbariumError` naming it (not an anonymous worker crash)"
     try: return PILImage.create(item)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise HerbariumError(f'{item}: cannot read the image ({type(e).__name__}: {" ".join(str(e).split())})') from None
 
-# %% ../nbs/02_data.ipynb #5117110a
+# %% ../nbs/02_data.ipynb #8098fb07
 def herbarium_datablock(size=224,          # final image size fed to the model
                         presize=None,      # per-item resize before batch augmentation; default `size*1.5`
                         arch='resnet34',   # timm architecture whose normalisation is used
@@ -154,14 +154,14 @@ def herbarium_datablock(size=224,          # final image size fed to the model
                      item_tfms=Resize(presize if augment else size, method=ResizeMethod.Squish),
                      batch_tfms=[*tfms, Normalize.from_stats(*(stats or timm_normalization(arch)))])
 
-# %% ../nbs/02_data.ipynb #048e1fff
+# %% ../nbs/02_data.ipynb #db0678a3
 def with_paths(df,        # metadata from `load_metadata`
                root=None, # folder the `file_name`s are relative to; default `df.attrs['root']`
               )->pd.DataFrame:
     "A copy of `df` with a `path` column of absolute image paths"
     return df.assign(path=image_paths(df, root))
 
-# %% ../nbs/02_data.ipynb #c11f0370
+# %% ../nbs/02_data.ipynb #2b411906
 def dataloaders_config(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)
                        vocab,   # the DataLoaders' vocab (category ids)
                        size=224, presize=None, augment=True, arch='resnet34', # as given to `herbarium_datablock`
@@ -175,7 +175,7 @@ def dataloaders_config(items,   # the DataFrame the DataLoaders were built from 
                          for i, row in categories.iterrows()],
                 class_counts=[int(train_counts.get(i, 0)) for i in vocab])
 
-# %% ../nbs/02_data.ipynb #2c9b86e4
+# %% ../nbs/02_data.ipynb #f1a78228
 def herbarium_dataloaders(df,              # train metadata from `load_metadata`
                           root=None,       # folder the `file_name`s are relative to; default `df.attrs['root']`
                           size=224,        # final image size fed to the model
@@ -197,7 +197,7 @@ def herbarium_dataloaders(df,              # train metadata from `load_metadata`
     dls.herbarium_config = dataloaders_config(items, dls.vocab, size=size, presize=presize, augment=augment, arch=arch)
     return dls
 
-# %% ../nbs/02_data.ipynb #9861ea6f
+# %% ../nbs/02_data.ipynb #638ca77e
 def _listing(folder:str, # the folder to list
              prefix:str, # put before each entry's name (e.g. the folder relative to the root, with a '/')
             )->list:
@@ -257,7 +257,7 @@ def write_problems(problems:pd.DataFrame, # from `check_images`
     "Write the list of problem images as CSV (`image_id`, `path`, `problem`), atomically"
     return _atomic_csv(problems, fname)
 
-# %% ../nbs/02_data.ipynb #cc64c98b
+# %% ../nbs/02_data.ipynb #2b1b2543
 _TMP_MARK = '.herbarium-tmp-'  # in the names of files being written; a rerun removes those left by an interrupted run
 
 def shrink_image(src,        # the image file to read
@@ -290,7 +290,7 @@ def _shrink_many(jobs:list)->list:
     "Run `shrink_image` on each `(src, dest, size, quality)` (in a worker process)."
     return [shrink_image(*job) for job in jobs]
 
-# %% ../nbs/02_data.ipynb #db4bc326
+# %% ../nbs/02_data.ipynb #37ef8344
 def _metadata_files(data:Path)->list:
     "The metadata and label files of the dataset root `data`, relative to it, that a copy needs."
     names = ['train/metadata.json', 'test/metadata.json', 'train_metadata.json', 'test_metadata.json',

@@ -30,8 +30,10 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     result = run_command('herbarium-train', flat_dataset, '--out', run, '--no-pretrained', '--size', 32, '--epochs', 5,
                          '--bs', 16, '--lr-find-iters', 30, '--num-workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ['model.safetensors', 'model.json', 'model.pkl', 'lr_find.png', 'history.csv', 'metrics.json']:
-        assert (run/name).stat().st_size > 0
+    for name in ['model.safetensors', 'model.json', 'model.pkl', 'split.csv', 'lr_find.png', 'history.csv', 'metrics.json', 'config.json', 'loss.png', 'show_batch.png',
+                 'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md', 'checkpoints/last.pth',
+                 'checkpoints/best.pth']: assert (run/name).stat().st_size > 0, name
+    assert list(pd.read_csv(run/'family_scores.csv').columns) == ['family', 'images', 'accuracy', 'macro_f1']
     assert len(pd.read_csv(run/'history.csv')) == 5
     sub_file = tmp_path/'submission.csv'
     result = run_command('herbarium-predict', run, flat_dataset, '--out', sub_file, '--bs', 16, '--num-workers', 0)
@@ -77,7 +79,7 @@ def test_offline_pretrained_fails_cleanly(flat_dataset, tmp_path):
     "No network: one line that names --no-pretrained, and no model file"
     run = tmp_path/'run'
     result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 1, env=dict(HF_HUB_OFFLINE='1'))
-    assert_clean_failure(result, 'pretrained', '--no-pretrained')
+    assert_clean_failure(result, 'pretrained', '--no-pretrained', '--weights')
     assert not (run/'model.pkl').exists()
 
 def test_train_needs_data_or_demo(tmp_path):

@@ -1,0 +1,100 @@
+"Training that survives real runs: kill and resume, weights from a file offline, the same seed twice, two processes"
+import json, os, signal, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+
+# this work tree's herbarium-train, whatever console script the shared environment has installed: a script file,
+# since fastcore's call_parse runs the command line only from a file run as __main__
+LAUNCHER = Path(tempfile.mkdtemp(prefix='herbarium-launcher-'))/'herbarium_train.py'
+LAUNCHER.write_text("import sys\nfrom herbarium_fastai.cli import train_command as f\nsys.argv[0] = 'herbarium-train'\n"
+                    "sys.exit(f.main() if hasattr(f, 'main') else f())\n")
+def train_line(*args): return [sys.executable, str(LAUNCHER), *map(str, args)]
+def train(*args, env=None, timeout=600):
+    return subprocess.run(train_line(*args), capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout)
+
+TINY = ['--no-pretrained', '--size', 32, '--bs', 16, '--lr-find-iters', 10, '--num-workers', 0]
+
+def _env(): return {**os.environ, 'MPLBACKEND': 'Agg', 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+def test_killed_run_resumes_to_the_planned_epochs(flat_dataset, tmp_path):
+    "SIGKILL after the first checkpoint, then --resume: every epoch in history.csv once, and a final model"
+    run, epochs = tmp_path/'run', 4
+    args = train_line(flat_dataset, '--out', run, '--epochs', epochs, *TINY)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    checkpoint, deadline = run/'checkpoints'/'last.pth', time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline: time.sleep(0.05)
+    assert checkpoint.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else 'no checkpoint in time'
+    process.send_signal(signal.SIGKILL); process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run/'model.pkl').exists()
+    done = torch.load(checkpoint, weights_only=True)['epoch']
+    assert 1 <= done < epochs, done
+    result = train('--resume', run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = pd.read_csv(run/'history.csv')
+    assert history.epoch.tolist() == list(range(epochs))
+    assert (run/'model.pkl').stat().st_size > 0
+    assert torch.load(checkpoint, weights_only=True)['epoch'] == epochs
+    config = json.loads((run/'config.json').read_text())
+    assert config['options']['epochs'] == epochs and config['resumed'][0]['epoch'] == done
+    assert not list(run.rglob('.*.partial*'))                                   # no temporary file left behind
+
+def test_resume_needs_a_run_folder(tmp_path):
+    result = train('--resume', tmp_path/'nothing')
+    assert result.returncode == 2 and 'config.json' in result.stderr and 'Traceback' not in result.stderr
+
+def test_weights_file_offline(flat_dataset, tmp_path):
+    "--weights with the hub offline: the file's weights go into the body, the classifier is left out"
+    import timm
+    from safetensors.torch import save_file
+    state = timm.create_model('resnet18', pretrained=False).state_dict()
+    state['conv1.weight'] = torch.full_like(state['conv1.weight'], 0.01)
+    save_file(state, str(tmp_path/'resnet18.safetensors'))
+    run = tmp_path/'run'
+    result = train(flat_dataset, '--out', run, '--arch', 'resnet18', '--weights', tmp_path/'resnet18.safetensors',
+                         '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 16, '--lr', 1e-3, '--num-workers', 0,
+                         '--no-report', env=dict(HF_HUB_OFFLINE='1'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run/'metrics.json').read_text())['weights_report']
+    assert report['loaded'] == len(state) - 2 and report['missing'] == [] and report['classifier_left_out'] == ['fc.bias', 'fc.weight']
+    # the body starts from the file: after a frozen epoch and one at a body learning rate of lr/200, its first
+    # convolution is still (nearly) the file's constant, which no random initialisation would give
+    conv1 = torch.load(run/'checkpoints'/'last.pth', weights_only=True)['model']['0.model.conv1.weight']
+    assert torch.allclose(conv1, state['conv1.weight'], atol=1e-3), (conv1 - 0.01).abs().max()
+
+def test_weights_that_do_not_fit(flat_dataset, tmp_path):
+    torch.save({'encoder.weight': torch.zeros(3)}, tmp_path/'other.pth')
+    result = train(flat_dataset, '--out', tmp_path/'run', '--weights', tmp_path/'other.pth', '--epochs', 1)
+    assert result.returncode == 2 and 'none of its 1 weights fit' in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path/'run').exists()                                        # nothing written
+
+def test_same_seed_same_history(flat_dataset, tmp_path):
+    "Two CPU runs with the same --seed log the same losses"
+    histories = []
+    for name in ['a', 'b']:
+        result = train(flat_dataset, '--out', tmp_path/name, '--epochs', 2, '--seed', 7, '--no-report', *TINY)
+        assert result.returncode == 0, result.stderr[-3000:]
+        histories.append(pd.read_csv(tmp_path/name/'history.csv').drop(columns='time'))
+    pd.testing.assert_frame_equal(*histories)
+    assert json.loads((tmp_path/'a'/'config.json').read_text())['seed'] == 7
+
+def test_two_processes_with_accelerate(flat_dataset, tmp_path):
+    "accelerate launch, 2 CPU processes: training completes, both ranks end with the same model, rank 0 alone writes the run"
+    run = tmp_path/'run'
+    args = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+            '--mixed_precision', 'no', '--dynamo_backend', 'no', str(LAUNCHER), str(flat_dataset), '--out', str(run),
+            '--epochs', '2', *map(str, TINY)]
+    result = subprocess.run(args, capture_output=True, text=True, env={**_env(), 'OMP_NUM_THREADS': '1'}, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = dict(line.split(': ', 1) for line in result.stdout.splitlines() if line.startswith('rank '))
+    assert set(ranks) == {'rank 0', 'rank 1'}, result.stdout
+    assert json.loads(ranks['rank 0']) == json.loads(ranks['rank 1'])          # same metrics and same model weights
+    metrics = json.loads((run/'metrics.json').read_text())
+    assert metrics['world_size'] == 2 and metrics['rank'] == 0
+    assert len(pd.read_csv(run/'history.csv')) == 2                             # one writer: each epoch logged once
+    assert (run/'model.pkl').exists() and not list(run.rglob('.*.partial*'))
