@@ -7,7 +7,7 @@ __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command
            'demo_dataset', 'parse_sizes', 'run_config', 'versions', 'model_sha256', 'train_command', 'train_run',
            'predict_command', 'predict_run', 'export_command', 'check_run', 'check_command', 'resize_command']
 
-# %% ../nbs/05_cli.ipynb #24fd3a65
+# %% ../nbs/05_cli.ipynb #2770fc72
 import argparse
 import hashlib
 import json
@@ -29,7 +29,8 @@ from fastcore.script import Param
 from . import __version__
 import pandas as pd
 
-from .data import check_images, herbarium_dataloaders, resize_dataset, subset_metadata, write_problems
+from .data import (check_images, herbarium_dataloaders, long_tail_split, resize_dataset, save_split,
+                                   subset_metadata, write_problems)
 from .inference import (check_submission, choose_prior_strength, load_model, predict_top_k,
                                         save_safe_model, score_submission, submission_frame, top_k_table, write_submission)
 from .learner import (broadcast_from_rank0, distributed, export_learner, find_learning_rate, herbarium_learner,
@@ -38,7 +39,7 @@ from .metadata import HerbariumError, load_metadata
 from .report import write_report
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #b8bbcaa3
+# %% ../nbs/05_cli.ipynb #dbafa8d4
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -78,7 +79,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #09a8ba37
+# %% ../nbs/05_cli.ipynb #012fa965
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -87,7 +88,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #a22e267d
+# %% ../nbs/05_cli.ipynb #9a28c2a6
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -96,7 +97,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #9d72923c
+# %% ../nbs/05_cli.ipynb #71d90577
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -112,7 +113,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #ba58dfec
+# %% ../nbs/05_cli.ipynb #a28f1816
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -122,7 +123,7 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, overwrite=True, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #2632ebe9
+# %% ../nbs/05_cli.ipynb #6e16d253
 def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
                )->list|None:
     "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
@@ -153,7 +154,7 @@ def model_sha256(model)->str:
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
-# %% ../nbs/05_cli.ipynb #116cd292
+# %% ../nbs/05_cli.ipynb #a2f07d4e
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
@@ -204,11 +205,11 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
     if result['world_size'] > 1:  # under `accelerate launch`: every rank says what it ended with
         print(f"rank {result['rank']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
     if result['rank'] == 0:
-        print(json.dumps(result['valid'], indent=2))
+        print(json.dumps(dict(valid=result['valid'], prior_correction=result.get('prior_correction')), indent=2))
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
-# %% ../nbs/05_cli.ipynb #61b75146
+# %% ../nbs/05_cli.ipynb #c6302c95
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -259,9 +260,8 @@ def train_run(data,              # dataset root holding train/
                    accumulate=accumulate, freeze_epochs=freeze_epochs, report=report, skip_missing=skip_missing, subset=subset)
     loader_options = dict(num_workers=num_workers) if num_workers is not None else {}
     if cuda: loader_options['pin_memory'] = True
-    dls_for_size = lambda s, split_file=None: herbarium_dataloaders(train_df, size=s, bs=bs, valid_pct=valid_pct, seed=seed, arch=arch,
-                                                                    split_file=split_file, **loader_options)
-    dls = dls_for_size(sizes[0], out/'split.csv' if rank == 0 else None)
+    dls_for_size = lambda s: herbarium_dataloaders(train_df, size=s, bs=bs, valid_pct=valid_pct, seed=seed, arch=arch, **loader_options)
+    dls = dls_for_size(sizes[0])
     # a resumed run takes every weight from its checkpoint: nothing to download or read
     learn = herbarium_learner(dls, arch, pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
     if rank == 0:  # the weights and the data are checked: now the run folder
@@ -271,6 +271,7 @@ def train_run(data,              # dataset root holding train/
         if resume: config.setdefault('resumed', []).append(dict(at=time.strftime('%Y-%m-%dT%H:%M:%S%z'), epoch=checkpoint['epoch'],
                                                                world_size=world, versions=versions()))
         _write_json(config, out/'config.json')
+        save_split(train_df, long_tail_split(train_df.category_id, valid_pct, seed), out/'split.csv')  # the split the DataLoaders use
     if world > 1 and checkpoint is None and lr is None:  # fastai's lr_find is for one process: rank 0's, before DDP starts
         if rank == 0:
             with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
@@ -286,14 +287,14 @@ def train_run(data,              # dataset root holding train/
                   seconds=round(time.time() - start, 1), **versions())
     if rank == 0:
         prior = choose_prior_strength(learn)  # τ of --prior-correction, chosen on the validation split
-        valid.update(macro_f1_prior_corrected=prior['macro_f1'], prior_strength=prior['prior_strength'])
+        result['prior_correction'] = {k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}
         if report: write_report(learn, out)
         save_safe_model(learn, out)
         export_learner(learn, out/'model.pkl')
         _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #b511a670
+# %% ../nbs/05_cli.ipynb #20892898
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -312,7 +313,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #a78edaaa
+# %% ../nbs/05_cli.ipynb #297bdbf1
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -340,7 +341,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #40ca5a61
+# %% ../nbs/05_cli.ipynb #d2edd48b
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)
@@ -352,7 +353,7 @@ def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
     if learn is None: raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
     print(f"wrote {save_safe_model(learn, dest or pickled.parent)}")
 
-# %% ../nbs/05_cli.ipynb #68f0914b
+# %% ../nbs/05_cli.ipynb #7a0fead2
 def _splits(data:Path)->list:
     "The splits the dataset root `data` has: train, and test where there is one."
     return ['train'] + (['test'] if (data/'test'/'metadata.json').is_file() or (data/'test_metadata.json').is_file() else [])
@@ -388,7 +389,7 @@ def check_command(data:str,                      # dataset root (Kaggle layout)
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
-# %% ../nbs/05_cli.ipynb #35e8b641
+# %% ../nbs/05_cli.ipynb #2c5a345a
 @command('herbarium-resize')
 def resize_command(data:str,          # dataset root (Kaggle layout)
                    dest:str,          # root of the presized copy (a rerun finishes an interrupted one)
