@@ -7,7 +7,7 @@ __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command
            'demo_dataset', 'parse_sizes', 'run_config', 'versions', 'model_sha256', 'train_command', 'train_run',
            'predict_command', 'predict_run', 'export_command', 'check_run', 'check_command', 'resize_command']
 
-# %% ../nbs/05_cli.ipynb #2770fc72
+# %% ../nbs/05_cli.ipynb #8221a8f5
 import argparse
 import hashlib
 import json
@@ -39,7 +39,7 @@ from .metadata import HerbariumError, load_metadata
 from .report import write_report
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #dbafa8d4
+# %% ../nbs/05_cli.ipynb #1251ed41
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -79,7 +79,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #012fa965
+# %% ../nbs/05_cli.ipynb #77b559ad
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -88,7 +88,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #9a28c2a6
+# %% ../nbs/05_cli.ipynb #2861d142
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -97,7 +97,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #71d90577
+# %% ../nbs/05_cli.ipynb #ecbb5ffc
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -113,7 +113,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #a28f1816
+# %% ../nbs/05_cli.ipynb #c97d1de9
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -123,7 +123,7 @@ def demo_dataset()->Path:
     if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, overwrite=True, **DEMO)
     return dest
 
-# %% ../nbs/05_cli.ipynb #6e16d253
+# %% ../nbs/05_cli.ipynb #45a6cd80
 def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
                )->list|None:
     "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
@@ -154,7 +154,7 @@ def model_sha256(model)->str:
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
-# %% ../nbs/05_cli.ipynb #a2f07d4e
+# %% ../nbs/05_cli.ipynb #292aa92f
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
@@ -209,7 +209,7 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
-# %% ../nbs/05_cli.ipynb #c6302c95
+# %% ../nbs/05_cli.ipynb #0a5d9a0f
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -294,7 +294,7 @@ def train_run(data,              # dataset root holding train/
         _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #20892898
+# %% ../nbs/05_cli.ipynb #26a08a90
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -313,7 +313,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #297bdbf1
+# %% ../nbs/05_cli.ipynb #0b334306
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -341,7 +341,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #d2edd48b
+# %% ../nbs/05_cli.ipynb #635137d5
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)
@@ -353,7 +353,7 @@ def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
     if learn is None: raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
     print(f"wrote {save_safe_model(learn, dest or pickled.parent)}")
 
-# %% ../nbs/05_cli.ipynb #7a0fead2
+# %% ../nbs/05_cli.ipynb #51257c6a
 def _splits(data:Path)->list:
     "The splits the dataset root `data` has: train, and test where there is one."
     return ['train'] + (['test'] if (data/'test'/'metadata.json').is_file() or (data/'test_metadata.json').is_file() else [])
@@ -389,7 +389,7 @@ def check_command(data:str,                      # dataset root (Kaggle layout)
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
-# %% ../nbs/05_cli.ipynb #2c5a345a
+# %% ../nbs/05_cli.ipynb #73ab4ba8
 @command('herbarium-resize')
 def resize_command(data:str,          # dataset root (Kaggle layout)
                    dest:str,          # root of the presized copy (a rerun finishes an interrupted one)
