@@ -7,7 +7,7 @@ __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command
            'demo_dataset', 'parse_sizes', 'run_config', 'versions', 'model_sha256', 'train_command', 'train_run',
            'predict_command', 'predict_run', 'export_command', 'check_run', 'check_command', 'resize_command']
 
-# %% ../nbs/05_cli.ipynb #8221a8f5
+# %% ../nbs/05_cli.ipynb #bf4326ad
 import argparse
 import hashlib
 import json
@@ -39,7 +39,7 @@ from .metadata import HerbariumError, load_metadata
 from .report import write_report
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #1251ed41
+# %% ../nbs/05_cli.ipynb #ef5bc38d
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -79,7 +79,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #77b559ad
+# %% ../nbs/05_cli.ipynb #e7f3325c
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -88,7 +88,7 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #2861d142
+# %% ../nbs/05_cli.ipynb #aeaf5a25
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
     tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
@@ -97,7 +97,7 @@ def _write_json(obj, fname):
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #ecbb5ffc
+# %% ../nbs/05_cli.ipynb #dc23129e
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -113,17 +113,20 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #c97d1de9
+# %% ../nbs/05_cli.ipynb #ffa888fe
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
 def demo_dataset()->Path:
-    "The `--demo` dataset, made in the cache folder the first time"
+    "The `--demo` dataset, made in the cache folder the first time (and again when `DEMO` changes)"
     dest = _cache_dir()/'demo'
-    if not (dest/'test_labels.csv').exists(): make_synthetic_dataset(dest, overwrite=True, **DEMO)
+    made_with = dest/'demo_settings.json'
+    if not (dest/'test_labels.csv').exists() or not made_with.exists() or json.loads(made_with.read_text()) != DEMO:
+        make_synthetic_dataset(dest, overwrite=True, **DEMO)
+        _write_json(DEMO, made_with)
     return dest
 
-# %% ../nbs/05_cli.ipynb #45a6cd80
+# %% ../nbs/05_cli.ipynb #5c12daa8
 def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
                )->list|None:
     "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
@@ -154,7 +157,7 @@ def model_sha256(model)->str:
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
-# %% ../nbs/05_cli.ipynb #292aa92f
+# %% ../nbs/05_cli.ipynb #e95537d1
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
@@ -209,7 +212,7 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
-# %% ../nbs/05_cli.ipynb #0a5d9a0f
+# %% ../nbs/05_cli.ipynb #4a95f71c
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -294,7 +297,7 @@ def train_run(data,              # dataset root holding train/
         _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #26a08a90
+# %% ../nbs/05_cli.ipynb #c8e5ca71
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -313,7 +316,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #0b334306
+# %% ../nbs/05_cli.ipynb #5eb8601c
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -341,7 +344,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #635137d5
+# %% ../nbs/05_cli.ipynb #c1aa66a1
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)
@@ -353,7 +356,7 @@ def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
     if learn is None: raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
     print(f"wrote {save_safe_model(learn, dest or pickled.parent)}")
 
-# %% ../nbs/05_cli.ipynb #51257c6a
+# %% ../nbs/05_cli.ipynb #53dbb835
 def _splits(data:Path)->list:
     "The splits the dataset root `data` has: train, and test where there is one."
     return ['train'] + (['test'] if (data/'test'/'metadata.json').is_file() or (data/'test_metadata.json').is_file() else [])
@@ -389,7 +392,7 @@ def check_command(data:str,                      # dataset root (Kaggle layout)
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
-# %% ../nbs/05_cli.ipynb #73ab4ba8
+# %% ../nbs/05_cli.ipynb #6b9caf1c
 @command('herbarium-resize')
 def resize_command(data:str,          # dataset root (Kaggle layout)
                    dest:str,          # root of the presized copy (a rerun finishes an interrupted one)
