@@ -148,7 +148,8 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
              "| family_scores.csv | per family: validation images, accuracy, macro F1 (worst first) |",
              f"| worst_species.csv | the {top} species with the lowest F1 |",
              f"| confused_pairs.csv | the {top} most frequent (true, predicted) mistakes |",
-             "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |", "| model.pkl | the exported model |", ""]
+             "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |", "| model.safetensors, model.json | the model, safe to share (loading runs no code) |",
+             "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]
     if len(families): lines += ["Weakest families:", "", _markdown_table(families.head(5)), ""]
     if len(pairs): lines += ["Most confused:", "", _markdown_table(pairs.head(5)), ""]
     tmp = out/'.summary.md.partial'; tmp.write_text('\n'.join(lines)); os.replace(tmp, out/'summary.md')
