@@ -7,7 +7,7 @@ __all__ = ['CLASSIFIER_PREFIXES', 'macro_f1', 'herbarium_learner', 'load_body_we
            'RunHistory', 'keep_history', 'distributed', 'broadcast_from_rank0', 'single_process', 'find_learning_rate',
            'training_phases', 'train', 'load_checkpoint', 'export_learner']
 
-# %% ../nbs/03_learner.ipynb #5f282ab9
+# %% ../nbs/03_learner.ipynb #bb2251a1
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,14 +31,14 @@ from fastcore.foundation import L
 
 from .metadata import HerbariumError
 
-# %% ../nbs/03_learner.ipynb #5b601aeb
+# %% ../nbs/03_learner.ipynb #1805675b
 def macro_f1():
     "fastai metric: scikit-learn's macro-averaged F1 over species, as Kaggle scores it"
     metric = F1Score(average='macro')
     metric._name = 'macro_f1'
     return metric
 
-# %% ../nbs/03_learner.ipynb #29348ba7
+# %% ../nbs/03_learner.ipynb #70a5e5ee
 _HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
 def _on_cuda(dls): return dls.device is not None and torch.device(dls.device).type == 'cuda'
 
@@ -77,7 +77,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     if channels_last: learn.add_cb(ChannelsLast())
     return learn
 
-# %% ../nbs/03_learner.ipynb #98f61a76
+# %% ../nbs/03_learner.ipynb #716566c3
 CLASSIFIER_PREFIXES = ('fc.', 'head.', 'classifier.', 'last_linear.', 'head_dist.')  # timm's and torchvision's classifier layers
 
 def load_body_weights(model,  # a fastai model from `vision_learner` with a timm body: `model[0].model`
@@ -104,7 +104,7 @@ def load_body_weights(model,  # a fastai model from `vision_learner` with a timm
     return dict(file=str(fname), loaded=len(matched), classifier_left_out=classifier,
                 missing=sorted(set(own) - set(matched)), unexpected=sorted(set(wanted) - set(matched)))
 
-# %% ../nbs/03_learner.ipynb #87072149
+# %% ../nbs/03_learner.ipynb #8657159a
 def atomic_save(obj,   # what `torch.save` writes
                 fname, # the file; written as a hidden temporary file beside it first, then renamed over it
                )->Path:
@@ -184,7 +184,7 @@ def keep_history(fname, # a `history.csv`
     tmp.write_text(''.join(lines[:1 + epochs]))
     os.replace(tmp, fname)
 
-# %% ../nbs/03_learner.ipynb #ffeafc4f
+# %% ../nbs/03_learner.ipynb #a61768e3
 class _GlooDistributedDL(DistributedDL):
     "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
     # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
@@ -227,7 +227,7 @@ def single_process():
     finally:
         if saved is not None: os.environ['WORLD_SIZE'] = saved
 
-# %% ../nbs/03_learner.ipynb #7c4eac23
+# %% ../nbs/03_learner.ipynb #88cb2224
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
                        num_it=100,  # mini-batches to try
@@ -236,6 +236,8 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
     # A short lr_find on a model from scratch is noisy, and its valley can land orders of magnitude too low;
     # fastai's older rule (a tenth of the rate at the loss minimum) bounds it from below.
     suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley, minimum))
+    models = Path(learn.path)/learn.model_dir  # lr_find saves and removes its temporary weights there
+    if models.is_dir() and not any(models.iterdir()): models.rmdir()
     if plot is not None:
         learn.recorder.plot_lr_find()
         figure = plt.gcf()
@@ -243,7 +245,7 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
-# %% ../nbs/03_learner.ipynb #e82002b9
+# %% ../nbs/03_learner.ipynb #c05fcafa
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
 def training_phases(epochs=5,          # epochs of the one-cycle schedule after the frozen ones
@@ -329,7 +331,7 @@ def load_checkpoint(run, # a run folder (holding `checkpoints/last.pth`) or a ch
     try: return torch.load(fname, map_location='cpu', weights_only=True)
     except Exception as e: raise HerbariumError(f"{fname}: unreadable checkpoint ({type(e).__name__})") from e
 
-# %% ../nbs/03_learner.ipynb #1785decc
+# %% ../nbs/03_learner.ipynb #fb77dbfd
 def export_learner(learn, # a trained `Learner`
                    fname, # the model file to write (`.pkl`)
                   )->Path:
