@@ -7,7 +7,7 @@ __all__ = ['DEMO', 'DEMO_TRAINING', 'command_parser', 'command_errors', 'command
            'demo_dataset', 'parse_sizes', 'run_config', 'versions', 'model_sha256', 'train_command', 'train_run',
            'predict_command', 'predict_run', 'export_command', 'check_run', 'check_command', 'resize_command']
 
-# %% ../nbs/05_cli.ipynb #bf4326ad
+# %% ../nbs/05_cli.ipynb #3e8ac5d8
 import argparse
 import hashlib
 import json
@@ -35,11 +35,11 @@ from .inference import (check_submission, choose_prior_strength, load_model, pre
                                         save_safe_model, score_submission, submission_frame, top_k_table, write_submission)
 from .learner import (broadcast_from_rank0, distributed, export_learner, find_learning_rate, herbarium_learner,
                                       load_checkpoint, single_process, train)
-from .metadata import HerbariumError, load_metadata
+from .metadata import HerbariumError, load_metadata, write_atomically
 from .report import write_report
 from .synth import make_synthetic_dataset
 
-# %% ../nbs/05_cli.ipynb #ef5bc38d
+# %% ../nbs/05_cli.ipynb #78ee5ec8
 def command_parser(func,      # a function with docments: each parameter becomes an argument
                    prog=None, # the command's name
                   )->argparse.ArgumentParser:
@@ -79,7 +79,7 @@ def command(prog): # the console command's name
         return func
     return _decorate
 
-# %% ../nbs/05_cli.ipynb #e7f3325c
+# %% ../nbs/05_cli.ipynb #f0ebc0c7
 def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020, 2021) or *_metadata.json (2022)
                      split='train', # 'train' or 'test'
                     ):
@@ -88,16 +88,14 @@ def dataset_metadata(data,          # dataset root: holds train/ and test/ (2020
     if not data.is_dir(): raise HerbariumError(f"{data}: no such dataset folder")
     return load_metadata(data/split) if (data/split).is_dir() else load_metadata(data, split=split)
 
-# %% ../nbs/05_cli.ipynb #aeaf5a25
+# %% ../nbs/05_cli.ipynb #4c516077
 def _write_json(obj, fname):
     "Write `obj` as JSON to `fname`, atomically"
-    tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + '\n')
-    os.replace(tmp, fname)
+    write_atomically(fname, lambda f: f.write_text(json.dumps(obj, indent=2, default=str) + '\n'))
 
 def _cache_dir(): return Path(os.environ.get('HERBARIUM_CACHE', Path.home()/'.cache'/'herbarium_fastai'))
 
-# %% ../nbs/05_cli.ipynb #dc23129e
+# %% ../nbs/05_cli.ipynb #b3569336
 @command('herbarium-synth')
 def synth_command(dest:str,                 # folder to write the dataset to
                   species:int=12,           # number of species
@@ -113,7 +111,7 @@ def synth_command(dest:str,                 # folder to write the dataset to
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
-# %% ../nbs/05_cli.ipynb #ffa888fe
+# %% ../nbs/05_cli.ipynb #89b157a3
 DEMO = dict(species=10, seed=0, size=96, style='sheet', test_per_species=4, min_per_species=24, max_per_species=60)  # the --demo dataset
 DEMO_TRAINING = dict(size=64, epochs=12, bs=32, lr_find_iters=30)  # and how --demo trains on it
 
@@ -126,7 +124,7 @@ def demo_dataset()->Path:
         _write_json(DEMO, made_with)
     return dest
 
-# %% ../nbs/05_cli.ipynb #5c12daa8
+# %% ../nbs/05_cli.ipynb #b0007aa7
 def parse_sizes(sizes, # None, a list of ints, or text like '128,224'
                )->list|None:
     "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
@@ -157,7 +155,7 @@ def model_sha256(model)->str:
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
-# %% ../nbs/05_cli.ipynb #e95537d1
+# %% ../nbs/05_cli.ipynb #aa0e6824
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
@@ -212,7 +210,7 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
-# %% ../nbs/05_cli.ipynb #4a95f71c
+# %% ../nbs/05_cli.ipynb #2b001f75
 def train_run(data,              # dataset root holding train/
               out,               # run folder to write
               arch='resnet34',   # timm architecture
@@ -297,7 +295,7 @@ def train_run(data,              # dataset root holding train/
         _write_json(result, out/'metrics.json')
     return result
 
-# %% ../nbs/05_cli.ipynb #c8e5ca71
+# %% ../nbs/05_cli.ipynb #e30e75d6
 @command('herbarium-predict')
 def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
                     data:str,                  # dataset root holding test/ (Kaggle layout)
@@ -316,7 +314,7 @@ def predict_command(model:str,                 # run folder, model.json, or mode
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k}" if top_k else ''))
     if scores: print(json.dumps(scores, indent=2))
 
-# %% ../nbs/05_cli.ipynb #5eb8601c
+# %% ../nbs/05_cli.ipynb #c574ba22
 def predict_run(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
@@ -344,7 +342,7 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
-# %% ../nbs/05_cli.ipynb #c1aa66a1
+# %% ../nbs/05_cli.ipynb #ced40782
 @command('herbarium-export')
 def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
                    dest:str=None, # folder for model.safetensors + model.json (default: beside model.pkl)
@@ -356,7 +354,7 @@ def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
     if learn is None: raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
     print(f"wrote {save_safe_model(learn, dest or pickled.parent)}")
 
-# %% ../nbs/05_cli.ipynb #53dbb835
+# %% ../nbs/05_cli.ipynb #c26c1ef1
 def _splits(data:Path)->list:
     "The splits the dataset root `data` has: train, and test where there is one."
     return ['train'] + (['test'] if (data/'test'/'metadata.json').is_file() or (data/'test_metadata.json').is_file() else [])
@@ -392,7 +390,7 @@ def check_command(data:str,                      # dataset root (Kaggle layout)
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
-# %% ../nbs/05_cli.ipynb #6b9caf1c
+# %% ../nbs/05_cli.ipynb #adbdbd21
 @command('herbarium-resize')
 def resize_command(data:str,          # dataset root (Kaggle layout)
                    dest:str,          # root of the presized copy (a rerun finishes an interrupted one)

@@ -7,9 +7,8 @@ __all__ = ['MODEL_FORMAT', 'stream_logits', 'predict_top_k', 'choose_prior_stren
            'load_safe_model', 'load_model', 'top_k_table', 'predict', 'submission_frame', 'check_submission',
            'write_submission', 'score_submission']
 
-# %% ../nbs/04_inference.ipynb #ba5410b2
+# %% ../nbs/04_inference.ipynb #932bf287
 import json
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -29,9 +28,9 @@ from sklearn.metrics import f1_score
 
 from . import __version__
 from .data import herbarium_datablock, with_paths
-from .metadata import HerbariumError
+from .metadata import HerbariumError, write_atomically
 
-# %% ../nbs/04_inference.ipynb #0f81995a
+# %% ../nbs/04_inference.ipynb #6633ee36
 def _autocast(device):
     "bf16/fp16 autocast on a GPU, nothing on the CPU"
     if device.type != 'cuda': return torch.autocast('cpu', enabled=False)
@@ -62,7 +61,7 @@ def stream_logits(learn, dl, tta=False, prior_strength=0.):
             if log_prior is not None: logits = logits - prior_strength * log_prior.to(logits.device)
             yield logits, batch[1:]
 
-# %% ../nbs/04_inference.ipynb #da9c25cb
+# %% ../nbs/04_inference.ipynb #4874609b
 def predict_top_k(learn,            # a `Learner` (from `load_model` or training)
                   df,               # test metadata from `load_metadata` (or any frame with `image_id`, `file_name`)
                   root=None,        # folder the `file_name`s are relative to; default `df.attrs['root']`
@@ -88,7 +87,7 @@ def predict_top_k(learn,            # a `Learner` (from `load_model` or training
     return pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
                              top_k_ids=list(top_ids), top_k_probabilities=list(top_probs)))
 
-# %% ../nbs/04_inference.ipynb #30713d21
+# %% ../nbs/04_inference.ipynb #3deb3814
 def choose_prior_strength(learn,  # a trained `Learner` with its validation DataLoader
                           strengths=(0., 0.25, 0.5, 0.75, 1., 1.5), # candidate τ
                           tta=False, # with test-time augmentation, as it will be used
@@ -106,18 +105,8 @@ def choose_prior_strength(learn,  # a trained `Learner` with its validation Data
     learn.herbarium_config['prior_strength'] = best
     return dict(prior_strength=best, macro_f1=scores[best], macro_f1_without=scores.get(0., float('nan')), scores=scores)
 
-# %% ../nbs/04_inference.ipynb #c49b61ed
+# %% ../nbs/04_inference.ipynb #0b7598a3
 MODEL_FORMAT = 'herbarium_fastai.model'
-
-def _write_atomically(fname, write):
-    "Call `write(temporary_path)`, then rename the file to `fname`"
-    fname = Path(fname)
-    tmp = fname.with_name(f'.{fname.name}.partial')
-    try:
-        write(tmp)
-        os.replace(tmp, fname)
-    finally: tmp.unlink(missing_ok=True)
-    return fname
 
 def save_safe_model(learn, # a `Learner` from `herbarium_learner` (trained)
                     dest,  # folder to write `model.safetensors` and `model.json` to
@@ -127,11 +116,11 @@ def save_safe_model(learn, # a `Learner` from `herbarium_learner` (trained)
     if not config or 'classes' not in config: raise HerbariumError("this learner was not made by herbarium_learner: no config to save")
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
-    _write_atomically(dest/'model.safetensors', lambda f: save_file(weights, str(f), metadata={'format': MODEL_FORMAT}))
+    write_atomically(dest/'model.safetensors', lambda f: save_file(weights, str(f), metadata={'format': MODEL_FORMAT}))
     meta = dict(format=MODEL_FORMAT, format_version=1, herbarium_fastai=__version__, **config)
-    return _write_atomically(dest/'model.json', lambda f: f.write_text(json.dumps(meta, indent=1) + '\n'))
+    return write_atomically(dest/'model.json', lambda f: f.write_text(json.dumps(meta, indent=1) + '\n'))
 
-# %% ../nbs/04_inference.ipynb #3225604e
+# %% ../nbs/04_inference.ipynb #99e3207b
 def learner_from_config(config,   # a model description, as in model.json
                         cpu=True, # on the CPU; else the default device
                        )->Learner:
@@ -174,7 +163,7 @@ def load_safe_model(fname,   # `model.json` (with `model.safetensors` beside it)
         raise HerbariumError(f"{weights}: weights do not fit {config['arch']} with {len(config['classes'])} classes ({problem})") from e
     return learn
 
-# %% ../nbs/04_inference.ipynb #c55bad50
+# %% ../nbs/04_inference.ipynb #3afc2f4c
 def _safe_description(fname):
     "The model.json that `fname` is, names, or lies beside (same name), if there is one"
     if fname.suffix in ('.json', '.safetensors'): return fname.with_suffix('.json')
@@ -207,7 +196,7 @@ def _load_pickle(fname, cpu=None):
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ModuleNotFoundError, OSError, ValueError) as e:
         raise HerbariumError(f"{fname}: not a model exported by herbarium_fastai ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/04_inference.ipynb #bfc8ab51
+# %% ../nbs/04_inference.ipynb #10fd3355
 def top_k_table(predictions, # from `predict_top_k`
                 learn,       # the model that made them (for the species' names)
                 id_column='image_id', # the column naming each item
@@ -236,7 +225,7 @@ def predict(learn,  # from `load_model`
     table = top_k_table(predict_top_k(learn, frame, k=k, **kwargs), learn)
     return table.assign(image_id=[names[i] for i in table.image_id]).rename(columns={'image_id': 'item'})
 
-# %% ../nbs/04_inference.ipynb #425bd059
+# %% ../nbs/04_inference.ipynb #678a6c24
 def submission_frame(predictions, # from `predict_top_k`
                     )->pd.DataFrame:
     "Kaggle's `Id,Predicted` table, sorted by `Id`"
@@ -262,9 +251,9 @@ def write_submission(sub,   # from `submission_frame`
                     )->Path:
     "Write `sub` as CSV to `fname`, atomically"
     Path(fname).parent.mkdir(parents=True, exist_ok=True)
-    return _write_atomically(fname, lambda f: sub.to_csv(f, index=False))
+    return write_atomically(fname, lambda f: sub.to_csv(f, index=False))
 
-# %% ../nbs/04_inference.ipynb #9583dede
+# %% ../nbs/04_inference.ipynb #d2b8cb74
 def score_submission(sub,    # `Id,Predicted`, from `submission_frame` or a CSV
                      labels, # `Id,category_id`: the true label of each test image
                     )->dict:

@@ -7,7 +7,7 @@ __all__ = ['CLASSIFIER_PREFIXES', 'macro_f1', 'herbarium_learner', 'load_body_we
            'RunHistory', 'keep_history', 'distributed', 'broadcast_from_rank0', 'single_process', 'find_learning_rate',
            'training_phases', 'train', 'load_checkpoint', 'export_learner']
 
-# %% ../nbs/03_learner.ipynb #bb2251a1
+# %% ../nbs/03_learner.ipynb #70799f7c
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,16 +29,16 @@ from fastai.vision.learner import vision_learner
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 
-from .metadata import HerbariumError
+from .metadata import HerbariumError, write_atomically
 
-# %% ../nbs/03_learner.ipynb #1805675b
+# %% ../nbs/03_learner.ipynb #4177d6b9
 def macro_f1():
     "fastai metric: scikit-learn's macro-averaged F1 over species, as Kaggle scores it"
     metric = F1Score(average='macro')
     metric._name = 'macro_f1'
     return metric
 
-# %% ../nbs/03_learner.ipynb #70a5e5ee
+# %% ../nbs/03_learner.ipynb #bcef441a
 _HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
 def _on_cuda(dls): return dls.device is not None and torch.device(dls.device).type == 'cuda'
 
@@ -77,7 +77,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     if channels_last: learn.add_cb(ChannelsLast())
     return learn
 
-# %% ../nbs/03_learner.ipynb #716566c3
+# %% ../nbs/03_learner.ipynb #b8e41392
 CLASSIFIER_PREFIXES = ('fc.', 'head.', 'classifier.', 'last_linear.', 'head_dist.')  # timm's and torchvision's classifier layers
 
 def load_body_weights(model,  # a fastai model from `vision_learner` with a timm body: `model[0].model`
@@ -104,18 +104,12 @@ def load_body_weights(model,  # a fastai model from `vision_learner` with a timm
     return dict(file=str(fname), loaded=len(matched), classifier_left_out=classifier,
                 missing=sorted(set(own) - set(matched)), unexpected=sorted(set(wanted) - set(matched)))
 
-# %% ../nbs/03_learner.ipynb #8657159a
+# %% ../nbs/03_learner.ipynb #b0aa1acb
 def atomic_save(obj,   # what `torch.save` writes
                 fname, # the file; written as a hidden temporary file beside it first, then renamed over it
                )->Path:
     "`torch.save(obj, fname)` so that a kill at any moment leaves either the old file or the new one"
-    fname = Path(fname)
-    tmp = fname.with_name(f'.{fname.name}.partial')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, fname)
-    finally: tmp.unlink(missing_ok=True)
-    return fname
+    return write_atomically(fname, lambda f: torch.save(obj, f))
 
 def _plain(obj):
     "`obj` with fastcore `L`s as lists and numpy scalars as Python numbers: what `torch.load(weights_only=True)` reads back"
@@ -180,11 +174,9 @@ def keep_history(fname, # a `history.csv`
     fname = Path(fname)
     if not fname.exists(): return
     lines = fname.read_text().splitlines(keepends=True)
-    tmp = fname.with_name(f'.{fname.name}.partial')
-    tmp.write_text(''.join(lines[:1 + epochs]))
-    os.replace(tmp, fname)
+    write_atomically(fname, lambda f: f.write_text(''.join(lines[:1 + epochs])))
 
-# %% ../nbs/03_learner.ipynb #a61768e3
+# %% ../nbs/03_learner.ipynb #2b9e5fda
 class _GlooDistributedDL(DistributedDL):
     "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
     # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
@@ -227,7 +219,7 @@ def single_process():
     finally:
         if saved is not None: os.environ['WORLD_SIZE'] = saved
 
-# %% ../nbs/03_learner.ipynb #88cb2224
+# %% ../nbs/03_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
                        num_it=100,  # mini-batches to try
@@ -245,7 +237,7 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
-# %% ../nbs/03_learner.ipynb #c05fcafa
+# %% ../nbs/03_learner.ipynb #4cf16fd2
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
 def training_phases(epochs=5,          # epochs of the one-cycle schedule after the frozen ones
@@ -331,15 +323,9 @@ def load_checkpoint(run, # a run folder (holding `checkpoints/last.pth`) or a ch
     try: return torch.load(fname, map_location='cpu', weights_only=True)
     except Exception as e: raise HerbariumError(f"{fname}: unreadable checkpoint ({type(e).__name__})") from e
 
-# %% ../nbs/03_learner.ipynb #fb77dbfd
+# %% ../nbs/03_learner.ipynb #f68bb5a0
 def export_learner(learn, # a trained `Learner`
                    fname, # the model file to write (`.pkl`)
                   )->Path:
     "`learn.export` to `fname`, atomically"
-    fname = Path(fname).absolute()
-    tmp = fname.with_name(f'.{fname.name}.partial')
-    try:
-        learn.export(tmp)
-        os.replace(tmp, fname)
-    finally: tmp.unlink(missing_ok=True)
-    return fname
+    return write_atomically(Path(fname).absolute(), learn.export)

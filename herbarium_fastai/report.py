@@ -6,8 +6,7 @@
 __all__ = ['REPORT_FILES', 'valid_predictions', 'species_scores', 'family_scores', 'confused_pairs', 'plot_history',
            'save_show_batch', 'write_report']
 
-# %% ../nbs/06_report.ipynb #74522386
-import os
+# %% ../nbs/06_report.ipynb #4dda2fbb
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,7 +15,9 @@ import pandas as pd
 import torch
 from fastai.torch_core import get_model
 
-# %% ../nbs/06_report.ipynb #9fb6544c
+from .metadata import write_atomically
+
+# %% ../nbs/06_report.ipynb #6a694909
 def valid_predictions(learn, # a trained `Learner` whose `dls.valid` holds metadata rows (`herbarium_dataloaders`)
                       dl=None, # the DataLoader to predict; default `learn.dls.valid`
                      )->pd.DataFrame:
@@ -32,7 +33,7 @@ def valid_predictions(learn, # a trained `Learner` whose `dls.valid` holds metad
     rows = dl.items.reset_index(drop=True) if isinstance(dl.items, pd.DataFrame) else pd.DataFrame(dict(path=list(dl.items)))
     return rows.assign(predicted=vocab[torch.cat(top).numpy()] if top else np.array([], dtype=vocab.dtype))
 
-# %% ../nbs/06_report.ipynb #b60673f6
+# %% ../nbs/06_report.ipynb #b8ba4cda
 def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g. from `valid_predictions`
                   )->pd.DataFrame:
     "Per species (true or predicted): images, precision, recall and F1, from counts (no species x species matrix)"
@@ -75,15 +76,11 @@ def confused_pairs(frame, # rows with `category_id`, `predicted` (and `species`,
         pairs.insert(3, 'predicted_species', pairs.predicted.map(names))
     return pairs
 
-# %% ../nbs/06_report.ipynb #ebb5ea12
+# %% ../nbs/06_report.ipynb #7706c26c
 def _save_figure(figure, fname):
     "Save `figure` as a PNG, atomically, and close it"
-    fname = Path(fname)
-    tmp = fname.with_name(f'.{fname.stem}.partial.png')
-    figure.savefig(tmp, dpi=100, bbox_inches='tight')
-    plt.close(figure)
-    os.replace(tmp, fname)
-    return fname
+    try: return write_atomically(fname, lambda f: figure.savefig(f, dpi=100, bbox_inches='tight'))
+    finally: plt.close(figure)
 
 def plot_history(history, # a `history.csv` (fastai's CSVLogger columns) or its DataFrame
                  fname,   # the PNG to write
@@ -106,11 +103,8 @@ def save_show_batch(dls,   # DataLoaders
     dls.show_batch(max_n=max_n, figsize=(8, 8))
     return _save_figure(plt.gcf(), fname)
 
-# %% ../nbs/06_report.ipynb #efad0fe4
-def _write_csv(df, fname):
-    tmp = Path(fname).with_name(f'.{Path(fname).name}.partial')
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, fname)
+# %% ../nbs/06_report.ipynb #3f21e8a0
+def _write_csv(df, fname): write_atomically(fname, lambda f: df.to_csv(f, index=False))
 
 def _markdown_table(df):
     "`df` as a Markdown table (pandas' `to_markdown` needs tabulate, not a dependency here)"
@@ -152,5 +146,5 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
              "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]
     if len(families): lines += ["Weakest families:", "", _markdown_table(families.head(5)), ""]
     if len(pairs): lines += ["Most confused:", "", _markdown_table(pairs.head(5)), ""]
-    tmp = out/'.summary.md.partial'; tmp.write_text('\n'.join(lines)); os.replace(tmp, out/'summary.md')
+    write_atomically(out/'summary.md', lambda f: f.write_text('\n'.join(lines)))
     return summary
