@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['HerbariumError', 'MetadataError', 'write_atomically', 'load_metadata', 'category_table', 'image_paths']
 
-# %% ../nbs/00_metadata.ipynb #a7d008fb
-import hashlib, json, mmap, os, re, tempfile, warnings
+# %% ../nbs/00_metadata.ipynb #e4727179
+import hashlib, json, logging, mmap, os, re, subprocess, sys, tempfile, time, warnings
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET, Raw, Struct
+
+from . import metadata_worker
+from .metadata_worker import ImageRecord, file_name_problems, read_columns
 
 # %% ../nbs/00_metadata.ipynb #d6547ee0
 class HerbariumError(Exception):
@@ -80,10 +83,8 @@ def _resolve(path, # split folder, dataset root or JSON file
     if split and named and split != named: _fail(file, f"split={split!r} asked for, but this is the {named} metadata")
     return file.absolute(), split or named
 
-# %% ../nbs/00_metadata.ipynb #d53fdd53
-class _Image(Struct, gc=False):
-    "An image record of any year."
-    file_name:str; id:int=UNSET; image_id:int|str=UNSET
+# %% ../nbs/00_metadata.ipynb #419f8543
+_Image = ImageRecord  # an image record of any year: file_name, id or image_id (shared with `metadata_worker`)
 
 class _Annotation(Struct, gc=False):
     "An annotation record of any year (2020 calls the institution `region_id`)."
@@ -109,6 +110,14 @@ class _Document(Struct):
 class _DocumentStr(_Document):
     "A metadata object whose annotations may point at string image ids (2022)."
     annotations:list[_AnnotationStr]=UNSET
+
+class _DocumentRawImages(_Document):
+    "A metadata object whose images are left raw (a worker process decodes them)."
+    images:Raw=UNSET
+
+class _DocumentStrRawImages(_DocumentStr):
+    "A metadata object with string image ids whose images are left raw."
+    images:Raw=UNSET
 
 def _string_ids(err:Exception)->bool:
     "Whether msgspec failed only because an annotation's `image_id` is a string."
@@ -282,36 +291,10 @@ def _find(source, ids:np.ndarray, what:str):
     if not index.is_unique: _duplicate_error(source, ids, what)
     return lambda keys: index.get_indexer(pd.Index(keys))
 
-# %% ../nbs/00_metadata.ipynb #61f15072
-_DOT, _COLON = ord('.'), ord(':')
-
-def _is_separator(b:np.ndarray)->np.ndarray: return (b == ord('/')) | (b == ord('\\'))
-
-def _dotdot_names(data:np.ndarray, starts:np.ndarray, ends:np.ndarray)->np.ndarray:
-    "Which names (given by byte `starts`/`ends` in `data`) have a `..` path component."
-    bad = np.zeros(len(starts), bool)
-    p = np.flatnonzero((data[:-1] == _DOT) & (data[1:] == _DOT))  # where '..' starts; usually nowhere
-    if not len(p): return bad
-    owner = np.searchsorted(ends, p, side='right')                 # the name that holds byte p
-    after = np.minimum(p + 2, len(data) - 1)
-    whole = ((p + 1 < ends[owner]) & ((p == starts[owner]) | _is_separator(data[p - 1]))
-             & ((p + 2 == ends[owner]) | _is_separator(data[after])))
-    bad[owner[whole]] = True
-    return bad
-
+# %% ../nbs/00_metadata.ipynb #5a204f5e
 def _bad_names(names:pa.Array, raw:bytes)->list:
     "(mask, problem) for each way a file name can be refused; `raw` holds the bytes of all names, back to back."
-    offsets = np.frombuffer(names.buffers()[1], np.int64)[names.offset:names.offset + len(names) + 1]
-    starts, ends = offsets[:-1], offsets[1:]
-    empty = ends == starts
-    if not raw: return [(empty, 'an empty file_name')]
-    data = np.frombuffer(raw, np.uint8)
-    first, second = data[np.minimum(starts, len(data) - 1)], data[np.minimum(starts + 1, len(data) - 1)]
-    letter = ((first | 32) >= ord('a')) & ((first | 32) <= ord('z'))
-    dotdot = _dotdot_names(data, starts, ends) if b'..' in raw else np.zeros(len(names), bool)  # a search first: no copies
-    return [(empty, 'an empty file_name'), (~empty & _is_separator(first), 'an absolute file_name'),
-            ((ends - starts >= 2) & letter & (second == _COLON), 'an absolute file_name (a drive letter)'),
-            (dotdot, "a file_name with a '..' component, which leaves the split folder")]
+    return file_name_problems(np.frombuffer(names.buffers()[1], np.int64)[names.offset:names.offset + len(names) + 1], raw)
 
 def _check_file_names(source, ids:np.ndarray, names:pa.Array, raw:bytes):
     "Refuse empty or absolute file names and any with a `..` component."
@@ -330,7 +313,7 @@ def _names_array(names:list)->tuple:
     raw = text.encode()
     return pa.LargeStringArray.from_buffers(len(names), pa.py_buffer(offsets), pa.py_buffer(raw)), raw
 
-# %% ../nbs/00_metadata.ipynb #0bca27c3
+# %% ../nbs/00_metadata.ipynb #5890609c
 _STR = pd.StringDtype('pyarrow', na_value=np.nan)  # pandas' default `str` dtype, arrow-backed
 
 def _str_column(values)->pd.Series:
@@ -342,11 +325,17 @@ def _id_column(ids:np.ndarray):
     "int64 ids as they are; string ids as a `str` column."
     return _str_column(ids.tolist()) if ids.dtype == object else ids
 
-def _taxon_column(values:list|None, rows:np.ndarray)->pd.Categorical:
-    "A categorical of the per-category `values` (None: the year has no such column) at category positions `rows`."
-    if values is None: return pd.Categorical.from_codes(np.full(len(rows), -1, np.int8), categories=pd.Index([], dtype=_STR))
+def _taxon_codes(values:list|None)->tuple:
+    "The per-category `values` (None: the year has no such column) as int32 codes (-1: missing) and their categories."
+    if values is None: return None, pd.Index([], dtype=_STR)
     codes, uniques = pd.factorize(np.array(values, dtype=object))
-    return pd.Categorical.from_codes(codes.astype(np.int32)[rows], categories=pd.Index(uniques, dtype=_STR), validate=False)
+    return codes.astype(np.int32), pd.Index(uniques, dtype=_STR)
+
+def _taxon_column(taxon:tuple, rows:np.ndarray)->pd.Categorical:
+    "A categorical of the taxonomy column `taxon` (from `_taxon_codes`) at category positions `rows`."
+    codes, categories = taxon
+    if codes is None: return pd.Categorical.from_codes(np.full(len(rows), -1, np.int8), categories=categories)
+    return pd.Categorical.from_codes(codes[rows], categories=categories, validate=False)
 
 def _prefixed(names:pa.Array, prefix:str)->pa.Array:
     "`names` with `prefix` in front (those that do not start with it already)."
@@ -354,13 +343,20 @@ def _prefixed(names:pa.Array, prefix:str)->pa.Array:
     names, text = names.cast(pa.large_string()), lambda t: pa.scalar(t, pa.large_string())
     return pc.if_else(pc.starts_with(names, prefix), names, pc.binary_join_element_wise(text(prefix), names, text('')))
 
-# %% ../nbs/00_metadata.ipynb #955ecb92
-def _image_columns(source, images:list, year:int, explain)->tuple:
-    "Image ids (int64, or str objects) and checked file names (arrow) of the image records."
-    if not images: _fail(source, "'images' is empty")
-    ids = (_ids(source, 'images', images, 'image_id', year, explain) if year == 2022 else
-           _ints(source, 'images', images, 'id', explain))
-    names, raw = _names_array(list(map(attrgetter('file_name'), images)))
+# %% ../nbs/00_metadata.ipynb #493fe1ed
+def _image_columns(source, images, year:int, explain)->tuple:
+    "Image ids (int64, or str objects) and checked file names (arrow) of the image records (or of a worker's columns)."
+    if isinstance(images, _ImagesWorker): images = images.result(_KEYS[year]['image_id'], explain)  # (waits for it)
+    if isinstance(images, dict):  # the worker's columns
+        ids, raw = images['ids'], images['names']
+        if not len(ids): _fail(source, "'images' is empty")
+        names = pa.LargeStringArray.from_buffers(len(ids), pa.py_buffer(images['offsets']), pa.py_buffer(raw))
+        if images['names_checked']: return ids, names  # the worker found nothing wrong with them
+    else:
+        if not images: _fail(source, "'images' is empty")
+        ids = (_ids(source, 'images', images, 'image_id', year, explain) if year == 2022 else
+               _ints(source, 'images', images, 'id', explain))
+        names, raw = _names_array(list(map(attrgetter('file_name'), images)))
     _check_file_names(source, ids, names, raw)
     return ids, names
 
@@ -371,13 +367,13 @@ def _test_columns(source, images:list, year:int, prefix:str, explain)->dict:
     return dict(image_id=_id_column(ids), file_name=_str_column(_prefixed(names, prefix)))
 
 def _category_columns(source, categories:list, year:int, explain)->tuple:
-    "Category ids and, per taxonomy column, the values of each category (None where the year has no such column)."
+    "Category ids and, per taxonomy column, the codes of each category's value and their categories (`_taxon_codes`)."
     if not categories: _fail(source, "'categories' is empty")
     keys, required = _KEYS[year], _SCHEMAS[year]['categories'].__struct_fields__
     for k in required:
         if any(v is UNSET for v in map(attrgetter(k), categories)): explain()
     ids = _ints(source, 'categories', categories, keys['category_id'], explain)
-    return ids, {t: ([getattr(c, keys[t]) for c in categories] if t in keys else None) for t in _TAXA}
+    return ids, {t: _taxon_codes([getattr(c, keys[t]) for c in categories] if t in keys else None) for t in _TAXA}
 
 def _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation):
     "Every annotation points at a known image and category; every image has exactly one annotation."
@@ -403,12 +399,12 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
     ann_category = _ints(source, 'annotations', anns, 'category_id', explain)
     ann_institution = _ints(source, 'annotations', anns, keys['institution_id'], explain)
     del anns
-    images, doc.images = doc.images, UNSET
+    category_row = _find(source, category_ids, 'category')(ann_category)
+    images, doc.images = doc.images, UNSET  # (a worker's images are waited for only now)
     image_ids, names = _image_columns(source, images, year, explain)
     del images
     image_ids, ann_image = _same_id_kind(image_ids, ann_image)
     image_row = _find(source, image_ids, 'image')(ann_image)
-    category_row = _find(source, category_ids, 'category')(ann_category)
     _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation)
     ann_of_image = np.empty(len(image_ids), np.int64); ann_of_image[image_row] = np.arange(len(image_row))
     rows = category_row[ann_of_image]
@@ -416,22 +412,110 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
-# %% ../nbs/00_metadata.ipynb #6ccb6e98
-def _parse(source:Path, split:str|None, latin1:bool=False)->tuple:
+# %% ../nbs/00_metadata.ipynb #a31c252f
+_WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
+_WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
+_log = logging.getLogger(__name__)
+
+def _cpu_count()->int:
+    "How many CPUs this process may use."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def _use_worker(parallel:bool|None, size:int)->bool:
+    "Whether to decode a file of `size` bytes in two processes (`parallel`: True, False, or None to decide)."
+    return (size >= _WORKER_BYTES and _cpu_count() >= 2) if parallel is None else bool(parallel)
+
+def _scratch_folder(size:int)->str|None:
+    "Where the worker writes its columns: `/dev/shm` when it has room for `size` bytes, else the temp folder (None)."
+    try:
+        st = os.statvfs('/dev/shm')
+        if st.f_bavail * st.f_frsize >= size and os.access('/dev/shm', os.W_OK): return '/dev/shm'
+    except (AttributeError, OSError): pass
+    return None
+
+def _address(buffer)->int: return np.frombuffer(buffer, np.uint8).ctypes.data
+
+class _ImagesWorker:
+    "A `metadata_worker` process decoding the images of `source` (mapped, with `identity`) while this one decodes the rest."
+    def __init__(self, source:Path, identity:list):
+        self.identity, self.proc, self.raw, self.out, self.started = identity, None, None, None, time.perf_counter()
+        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}  # msgspec and numpy from where we have them
+        try:
+            fd, self.out = tempfile.mkstemp(prefix='herbarium-images-', suffix='.columns', dir=_scratch_folder(identity[1]))
+            os.close(fd)
+            self.proc = subprocess.Popen([sys.executable, '-m', metadata_worker.__name__, str(source), self.out, str(_WORKER_CHUNK)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        except OSError as e: _log.debug('could not start the metadata worker: %s', e)
+
+    def wait_for(self, raw:Raw, data)->'_ImagesWorker':
+        "Note the images section `raw` of the mapped file `data` that the worker should have decoded."
+        self.raw, self.span = raw, (_address(raw) - _address(data), _address(raw) - _address(data) + len(memoryview(raw)))
+        return self
+
+    def result(self, key:str, explain)->dict|list:
+        "The worker's columns (`ids` from `key`, `offsets`, `names`) if it decoded the same bytes; else the records decoded here."
+        columns = self._columns(key)
+        if columns is None:
+            try: columns = msgspec.json.decode(self.raw, type=list[_Image])
+            except msgspec.ValidationError: explain()
+        self.raw = None  # (the last view of the mapped file)
+        return columns
+
+    def _columns(self, key:str)->dict|None:
+        if self.proc is None: return None
+        try: _, err = self.proc.communicate(timeout=max(60.0, 10 * (time.perf_counter() - self.started)))
+        except subprocess.TimeoutExpired: return self._unused('it took too long')
+        if self.proc.returncode: return self._unused(f'it failed: {err.decode(errors="replace").strip()[-500:]}')
+        try: header, columns = read_columns(self.out)
+        except (OSError, ValueError) as e: return self._unused(str(e))
+        if header.get('error'): return self._unused(header['error'])
+        if header.get('file') != self.identity or (header.get('start'), header.get('end')) != self.span:
+            return self._unused('it read other bytes than this process')
+        if columns.get(key) is None: return self._unused(f"it has no integer '{key}' column")
+        size = os.path.getsize(self.out)
+        _log.debug('images decoded by the metadata worker in %.2f s (peak memory %.0f MiB apart from the file; '
+                   '%.0f MiB of columns)', header['seconds'], header.get('peak_mb', 0) - header.get('file_mb', 0), size / 2**20,
+                   extra=dict(metadata_worker=dict(header, columns_mb=size / 2**20)))
+        return dict(ids=columns[key], offsets=columns['offsets'], names=columns['names'],
+                    names_checked=header.get('name_problems') == [])
+
+    def _unused(self, why:str):
+        _log.debug('images decoded in this process, not by the metadata worker: %s', why)
+        return None
+
+    def close(self):
+        "Stop the worker if it still runs, and remove its file."
+        if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.communicate()
+        if self.out: Path(self.out).unlink(missing_ok=True)
+
+# %% ../nbs/00_metadata.ipynb #ac19ca7c
+def _parse(source:Path, split:str|None, latin1:bool=False, parallel:bool|None=None)->tuple:
     "Columns, year and split of the metadata file `source` (`split`: the one expected, or None), read as UTF-8 or `latin1`."
-    explain = lambda: _explain(source, split, latin1)
-    data = _read_bytes(source, latin1=True) if latin1 else _map(source)
+    data, identity = (_read_bytes(source, latin1=True), None) if latin1 else _map(source)
     start = _BLANK.match(data).end()
     if start == len(data): _fail(source, 'empty file, not JSON')
     bare = data[start:start + 1] == b'['  # 2022 test_metadata.json is a bare list of images
     if bare and split == 'train': _fail(source, 'a bare JSON list (the 2022 test format) where train metadata was expected')
+    worker = _ImagesWorker(source, identity) if identity and not bare and _use_worker(parallel, len(data)) else None
+    holder = [data]; del data  # (only the holder keeps the mapping, so that it goes as soon as it is decoded)
+    try: return _parse_document(source, split, latin1, holder, bare, worker)
+    finally:
+        if worker: worker.close()
+
+def _parse_document(source:Path, split:str|None, latin1:bool, holder:list, bare:bool, worker)->tuple:
+    "Columns, year and split of the metadata in `holder` (its one item: bytes or a mapping); images by `worker` if any."
+    explain = lambda: _explain(source, split, latin1)
+    data = holder.pop()
+    document, document_str = (_DocumentRawImages, _DocumentStrRawImages) if worker else (_Document, _DocumentStr)
     string_ids = False
-    try: doc = msgspec.json.decode(data, type=list[_Image] if bare else _Document)
+    try: doc = msgspec.json.decode(data, type=list[_Image] if bare else document)
     except msgspec.ValidationError as e:
         if not _string_ids(e): explain()
-        try: doc, string_ids = msgspec.json.decode(data, type=_DocumentStr), True  # 2022 ids: decode again, with int|str ids
+        try: doc, string_ids = msgspec.json.decode(data, type=document_str), True  # 2022 ids: decode again, with int|str ids
         except msgspec.ValidationError: explain()
     except msgspec.DecodeError as e: _fail(source, f'not valid JSON ({e}{"; is the file truncated?" if "truncated" in str(e) else ""})')
+    if worker and doc.images is not UNSET: doc.images = worker.wait_for(doc.images, data)  # (read when the images are needed)
     del data
     if bare: return _test_columns(source, doc, 2022, 'test_images/', explain), 2022, 'test'
     present = {k for k in _Document.__struct_fields__ if getattr(doc, k) is not UNSET}
@@ -450,17 +534,18 @@ def _parse(source:Path, split:str|None, latin1:bool=False)->tuple:
     name_annotation = lambda i: _annotation_name(source, latin1, i)
     return _train_columns(source, doc, year, prefix, explain, name_annotation), year, split
 
-def _map(source:Path):
-    "The bytes of `source`, memory-mapped (read into memory where it cannot be mapped)."
+def _map(source:Path)->tuple:
+    "The bytes of `source`, memory-mapped (read into memory where it cannot be mapped), and the file's identity if mapped."
     try:
         with open(source, 'rb') as f:
-            try: return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (ValueError, OSError): return f.read()  # empty file, or a file that cannot be mapped
+            stat = os.fstat(f.fileno())
+            try: return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+            except (ValueError, OSError): return f.read(), None  # empty file, or a file that cannot be mapped
     except OSError as e: _fail(source, f'cannot read the file ({e.strerror})')
 
-def _parse_file(source:Path, split:str|None)->tuple:
+def _parse_file(source:Path, split:str|None, parallel:bool|None=None)->tuple:
     "Parse `source`, falling back to latin-1 when it is not valid UTF-8."
-    try: return _parse(source, split)
+    try: return _parse(source, split, parallel=parallel)
     except UnicodeDecodeError: pass
     return _parse(source, split, latin1=True)
 
@@ -560,10 +645,11 @@ def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
     finally:
         if tmp: Path(tmp).unlink(missing_ok=True)
 
-# %% ../nbs/00_metadata.ipynb #a15e8cff
+# %% ../nbs/00_metadata.ipynb #09548cb6
 def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset root, or a metadata JSON file
                   split:str|None=None, # 'train' or 'test': which file of a dataset root (default 'train')
                   cache:bool|str|os.PathLike=True, # use the Arrow (Feather) cache; False: bypass it; a path: cache there
+                  parallel:bool|None=None, # decode the images in a second process (None: for files of 64 MiB or more, given 2+ CPUs)
                  )->pd.DataFrame:
     "Load Herbarium 2020/2021/2022 metadata as one validated DataFrame with the same columns for every year."
     source, split = _resolve(path, split)
@@ -571,7 +657,7 @@ def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset ro
     hit = _read_cache(cache_path) if cache else None
     if hit: df, year, split = hit
     else:
-        columns, year, split = _parse_file(source, split)
+        columns, year, split = _parse_file(source, split, parallel)
         df = _frame(columns)
         if cache: _write_cache(cache_path, df, year, split)
     df.attrs.update(root=str(source.parent), year=year, split=split, source=str(source))

@@ -1,5 +1,5 @@
 "herbarium_fastai.metadata: bad input, unsafe file names, the Arrow cache, latin-1, the schema of every year"
-import builtins, io, json, os, warnings
+import builtins, io, json, logging, os, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +243,139 @@ def test_2022(tmp_path, cache_dir):
     bare = write(tmp_path/'other.json', [dict(file_name='000/test-000000.jpg', image_id=0)])
     with pytest.raises(MetadataError) as e: load_metadata(bare, split='train')
     check_error(e.value, bare, 'a bare JSON list (the 2022 test format) where train metadata was expected')
+
+# ---------------------------------------------------------------- two processes (metadata_worker)
+class _Log(logging.Handler):
+    "What herbarium_fastai.metadata logs at DEBUG while it is attached."
+    def __init__(self): super().__init__(logging.DEBUG); self.messages = []
+    def emit(self, record): self.messages.append(record.getMessage())
+
+@pytest.fixture
+def worker_log():
+    log = logging.getLogger('herbarium_fastai.metadata')
+    handler, level = _Log(), log.level
+    log.addHandler(handler); log.setLevel(logging.DEBUG)
+    yield handler.messages
+    log.removeHandler(handler); log.setLevel(level)
+
+def _used(messages): return any(m.startswith('images decoded by the metadata worker') for m in messages)
+
+def _both(path, **kw):
+    "The frames loaded in one process and with the worker, which must be equal."
+    one = load_metadata(path, cache=False, parallel=False, **kw)
+    two = load_metadata(path, cache=False, parallel=True, **kw)
+    pd.testing.assert_frame_equal(one, two); assert one.attrs == two.attrs
+    return two
+
+def test_worker_in_chunks_gives_the_same_frame(tmp_path, worker_log, monkeypatch):
+    monkeypatch.setattr(md, '_WORKER_CHUNK', 300)  # a few records a chunk: many chunks
+    d = meta2021(200); d['images'][7]['file_name'] = 'images/ünïcode/ß.jpg'
+    path = write(tmp_path/'train'/'metadata.json', d)
+    assert json.dumps(d['images']).count('file_name') == 200 and path.stat().st_size > 20 * 300
+    df = _both(path.parent)
+    assert _used(worker_log) and df.file_name[7] == 'images/ünïcode/ß.jpg'
+    assert not list(Path(md._scratch_folder(1) or tempfile.gettempdir()).glob('herbarium-images-*'))  # its file is gone
+
+def test_worker_on_pretty_printed_test_metadata(tmp_path, worker_log):
+    path = tmp_path/'test'/'metadata.json'; path.parent.mkdir()
+    path.write_text(json.dumps(dict(images=[dict(file_name=f'images/{i}.jpg', id=i) for i in range(50)], info={}), indent=4))
+    df = _both(path.parent)
+    assert _used(worker_log) and df.image_id.tolist() == list(range(50))
+
+@pytest.mark.parametrize('change,chunk,why', [
+    (lambda d: d['images'][3].update(file_name='images/a}, {b.jpg'), 1, 'DecodeError'),  # a "boundary" inside a string
+    (lambda d: d['images'][3].update(file_name='images/a]b.jpg'), 50, 'not a plain list of flat records'),
+    (lambda d: d['images'].__setitem__(3, dict(bbox=[1, 2], **d['images'][3])), 50, 'not a plain list of flat records'),
+    (lambda d: d['info'].update(images=[dict(file_name='x.jpg', id=1)]), 50, 'it read other bytes'),  # a decoy after the images
+    (lambda d: d['images'][3].update(id='103'), 50, None),                                            # left to this process: its error
+])
+def test_worker_falls_back_to_this_process(change, chunk, why, tmp_path, worker_log, monkeypatch):
+    monkeypatch.setattr(md, '_WORKER_CHUNK', chunk)  # (about one record a chunk)
+    d = meta2021(30); change(d)
+    path = write(tmp_path/'train'/'metadata.json', d)
+    if why is None:
+        for parallel in (False, True):
+            with pytest.raises(MetadataError) as e: load_metadata(path.parent, cache=False, parallel=parallel)
+            check_error(e.value, path, "'id' is not an integer in 1 image record (first: images[3] = '103')")
+        return
+    _both(path.parent)
+    assert not _used(worker_log) and any(why in m for m in worker_log), worker_log
+
+def test_worker_that_cannot_start(tmp_path, worker_log, monkeypatch):
+    path = write(tmp_path/'train'/'metadata.json', meta2021())
+    monkeypatch.setattr(md.sys, 'executable', str(tmp_path/'no-python'))
+    _both(path.parent)
+    assert any(m.startswith('could not start the metadata worker') for m in worker_log), worker_log
+    monkeypatch.undo(); worker_log.clear()
+    monkeypatch.setattr(md, '_scratch_folder', lambda size: str(tmp_path/'no-such-folder'))  # nowhere to write its columns
+    _both(path.parent)
+    assert any(m.startswith('could not start the metadata worker') for m in worker_log), worker_log
+
+def test_worker_string_ids_2022(tmp_path, worker_log):
+    d = dict(annotations=[dict(category_id=5, genus_id=1, image_id=f'0000{i}__001', institution_id=2) for i in range(3)],
+             categories=[dict(authors='L.', category_id=5, family='Rosaceae', genus='Rosa', scientificName='Rosa canina L.', species='canina')],
+             distances=[], genera=[dict(genus_id=1, genus='Rosa')],
+             images=[dict(file_name=f'0000{i}/0000{i}__001.jpg', image_id=f'0000{i}__001', license=0) for i in range(3)],
+             institutions=[dict(collectionCode='NY', institution_id=2)], licenses=[])
+    write(tmp_path/'train_metadata.json', d)
+    assert _both(tmp_path).image_id.tolist() == ['00000__001', '00001__001', '00002__001']
+    assert any("it has no integer 'image_id' column" in m for m in worker_log), worker_log  # string ids: decoded here
+    d['images'] = [dict(im, image_id=i) for i, im in enumerate(d['images'])]
+    d['annotations'] = [dict(a, image_id=i) for i, a in enumerate(d['annotations'])]
+    write(tmp_path/'train_metadata.json', d)
+    worker_log.clear()
+    assert _both(tmp_path).image_id.tolist() == [0, 1, 2] and _used(worker_log)  # integer ids: the worker's column
+
+def test_worker_latin1_2020(tmp_path, worker_log):
+    d = dict(annotations=[dict(category_id=3, id=1, image_id=7, region_id=0)],
+             categories=[dict(family='Euphorbiaceae', genus='Acalypha', id=3, name='Acalypha arvensis Pöpp.')],
+             images=[dict(file_name='images/000/03/7é.jpg', height=1000, id=7, license=0, width=680)],
+             info=dict(year=2020), licenses=[], regions=[dict(id=0, name='NYBG')])
+    path = write(tmp_path/'train'/'metadata.json', d, encoding='latin-1')
+    assert _both(path.parent).file_name.tolist() == ['images/000/03/7é.jpg']  # not UTF-8: read again as latin-1, in one process
+
+@pytest.mark.parametrize('case', [c for c in BAD if c not in ('not json', 'empty file', 'top-level scalar')])
+def test_bad_input_with_worker(case, tmp_path):
+    "Every bad file gives the same error with the worker as without."
+    bad, words = BAD[case]
+    path = tmp_path/'train'/'metadata.json'; path.parent.mkdir()
+    path.write_bytes(bad() if not isinstance(bad, bytes) and bad.__code__.co_argcount == 0 else json.dumps(bad(meta2021())).encode())
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(MetadataError) as e: load_metadata(path.parent, cache=False, parallel=parallel)
+        check_error(e.value, path, words); errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+def test_worker_unsafe_file_name_opens_no_image(tmp_path, monkeypatch):
+    d = meta2021(); d['images'][3]['file_name'] = '../../../etc/passwd'
+    path = write(tmp_path/'data'/'train'/'metadata.json', d)
+    opened, real_open = [], builtins.open
+    monkeypatch.setattr(builtins, 'open', lambda f, *a, **kw: opened.append(os.fspath(f)) or real_open(f, *a, **kw))
+    with pytest.raises(MetadataError) as e: load_metadata(path.parent, cache=False, parallel=True)
+    monkeypatch.undo()
+    check_error(e.value, path, "1 image has a file_name with a '..' component", "image id 103 -> '../../../etc/passwd'")
+    assert all(f == str(path) or Path(f).name.startswith('herbarium-images-') for f in opened), opened  # no image
+
+def test_worker_by_size_and_cpus(tmp_path, worker_log, monkeypatch):
+    path = write(tmp_path/'train'/'metadata.json', meta2021())
+    load_metadata(path.parent, cache=False)
+    assert not worker_log                                   # a small file: one process
+    monkeypatch.setattr(md, '_WORKER_BYTES', 0)
+    monkeypatch.setattr(md, '_cpu_count', lambda: 2)
+    load_metadata(path.parent, cache=False)
+    assert _used(worker_log)                                # as large as _WORKER_BYTES, 2 CPUs: two processes
+    worker_log.clear(); monkeypatch.setattr(md, '_cpu_count', lambda: 1)
+    load_metadata(path.parent, cache=False)
+    assert not worker_log                                   # one CPU: one process
+
+def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
+    path = write(tmp_path/'train'/'metadata.json', meta2021())
+    workers, real_init = [], md._ImagesWorker.__init__
+    def init(self, *a):
+        real_init(self, *a); workers.append(self)
+    monkeypatch.setattr(md._ImagesWorker, '__init__', init)
+    def interrupted(*a, **kw): raise KeyboardInterrupt
+    monkeypatch.setattr(md, '_train_columns', interrupted)
+    with pytest.raises(KeyboardInterrupt): load_metadata(path.parent, cache=False, parallel=True)
+    [w] = workers
+    assert w.proc.poll() is not None and not Path(w.out).exists()  # no process left, no file left
