@@ -412,7 +412,7 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
-# %% ../nbs/00_metadata.ipynb #a31c252f
+# %% ../nbs/00_metadata.ipynb #bc30055f
 _WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
 _WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
 _log = logging.getLogger(__name__)
@@ -472,12 +472,16 @@ class _ImagesWorker:
         if header.get('error'): return self._unused(header['error'])
         if header.get('file') != self.identity or (header.get('start'), header.get('end')) != self.span:
             return self._unused('it read other bytes than this process')
-        if columns.get(key) is None: return self._unused(f"it has no integer '{key}' column")
+        if key in columns: ids = columns[key]
+        elif f'{key}_text' in columns:  # string ids (2022), as the object array of str that `_ids` gives too
+            ids = pa.LargeStringArray.from_buffers(header['n'], pa.py_buffer(columns[f'{key}_offsets']),
+                                                   pa.py_buffer(columns[f'{key}_text'])).to_numpy(zero_copy_only=False)
+        else: return self._unused(f"it has no '{key}' column (missing, or integers and strings mixed)")
         size = os.path.getsize(self.out)
         _log.debug('images decoded by the metadata worker in %.2f s (peak memory %.0f MiB apart from the file; '
                    '%.0f MiB of columns)', header['seconds'], header.get('peak_mb', 0) - header.get('file_mb', 0), size / 2**20,
                    extra=dict(metadata_worker=dict(header, columns_mb=size / 2**20)))
-        return dict(ids=columns[key], offsets=columns['offsets'], names=columns['names'],
+        return dict(ids=ids, offsets=columns['offsets'], names=columns['names'],
                     names_checked=header.get('name_problems') == [])
 
     def _unused(self, why:str):

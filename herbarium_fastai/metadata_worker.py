@@ -58,24 +58,39 @@ def record_chunks(data, # the bytes (or memory map) of a JSON document
         if m.group(1) == b']': return chunks, m.end()
         s = m.end() - 1
 
-# %% ../nbs/00a_metadata_worker.ipynb #a15e81b1
-def _int_column(records:list, key:str)->np.ndarray|None:
-    "`key` of every record as int64; None when one of them is missing, a string, or out of range."
-    try: return np.fromiter(map(operator.index, map(attrgetter(key), records)), np.int64, len(records))  # index: no str -> int
-    except (TypeError, OverflowError): return None
-
-def _names(records:list)->tuple:
-    "The `file_name`s of `records` as UTF-8 byte lengths and all their bytes back to back."
-    names = list(map(attrgetter('file_name'), records))
-    text = ''.join(names)
-    if text.isascii(): return np.fromiter(map(len, names), np.int64, len(names)), text.encode()
-    encoded = [n.encode() for n in names]
+# %% ../nbs/00a_metadata_worker.ipynb #d3703d33
+def _utf8(strings:list)->tuple:
+    "`strings` as their UTF-8 byte lengths (int64) and all their bytes back to back."
+    text = ''.join(strings)
+    if text.isascii(): return np.fromiter(map(len, strings), np.int64, len(strings)), text.encode()
+    encoded = [s.encode() for s in strings]
     return np.fromiter(map(len, encoded), np.int64, len(encoded)), b''.join(encoded)
+
+def _id_part(records:list, key:str)->tuple|None:
+    "`key` of `records` as `('int', int64 array)` or `('str', (lengths, bytes))`; None if one is missing, or mixed."
+    if getattr(records[0], key) is UNSET: return None
+    try: return 'int', np.fromiter(map(operator.index, map(attrgetter(key), records)), np.int64, len(records))  # no str -> int
+    except (TypeError, OverflowError): pass
+    values = list(map(attrgetter(key), records))
+    return ('str', _utf8(values)) if all(type(v) is str for v in values) else None
+
+def _offsets(lengths:list)->np.ndarray:
+    "Where each string starts, and where the last one ends, given lists of byte lengths."
+    n = sum(map(len, lengths))
+    offsets = np.zeros(n + 1, np.int64)
+    if n: np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return offsets
+
+def _id_columns(key:str, parts:list|None)->dict:
+    "The column(s) of id `key` from its chunks' parts: `key` (int64), or `key_offsets` and `key_text` (strings)."
+    if parts is None: return {}
+    if not parts or parts[0][0] == 'int': return {key: np.concatenate([p for _, p in parts]) if parts else np.zeros(0, np.int64)}
+    return {f'{key}_offsets': _offsets([lengths for _, (lengths, _) in parts]), f'{key}_text': b''.join(t for _, (_, t) in parts)}
 
 def decode_images(data, # the bytes (or memory map) of a metadata JSON file
                   size:int=1<<20, # about this many bytes of records a chunk
                  )->dict:
-    "The images of `data` as columns: `id` and `image_id` (int64, or None), file name `offsets` and `names` bytes."
+    "The images of `data` as columns: ids (`_id_columns`), and the file names as `offsets` and `names` (UTF-8 bytes)."
     start = images_array_start(data)
     if start is None: raise ValueError('no "images" array')
     layout = record_chunks(data, start, size)
@@ -88,17 +103,15 @@ def decode_images(data, # the bytes (or memory map) of a metadata JSON file
         records = decoder.decode(buf)
         for key, parts in ids.items():
             if parts is None: continue
-            column = _int_column(records, key)
-            if column is None: ids[key] = None  # this id is not usable: the loading process decodes the images
-            else: parts.append(column)
-        n_bytes, text = _names(records)
+            part = _id_part(records, key)
+            if part is None or (parts and parts[0][0] != part[0]): ids[key] = None  # missing, or ints and strings mixed
+            else: parts.append(part)
+        n_bytes, text = _utf8(list(map(attrgetter('file_name'), records)))
         lengths.append(n_bytes); names.append(text)
         del records
-    n = sum(map(len, lengths))
-    offsets = np.zeros(n + 1, np.int64)
-    if n: np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    columns = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)) if v is not None else None for k, v in ids.items()}
-    return dict(start=start, end=end, n=n, **columns, offsets=offsets, names=b''.join(names))
+    offsets = _offsets(lengths)
+    return dict(start=start, end=end, n=len(offsets) - 1, **_id_columns('id', ids['id']), **_id_columns('image_id', ids['image_id']),
+                offsets=offsets, names=b''.join(names))
 
 # %% ../nbs/00a_metadata_worker.ipynb #51e352e4
 _DOT, _COLON = ord('.'), ord(':')
@@ -132,42 +145,39 @@ def file_name_problems(offsets:np.ndarray, # int64: where each name starts in `n
             ((ends - starts >= 2) & letter & (second == _COLON), 'an absolute file_name (a drive letter)'),
             (dotdot, "a file_name with a '..' component, which leaves the split folder")]
 
-# %% ../nbs/00a_metadata_worker.ipynb #9c195b70
-_ARRAYS = ('id', 'image_id', 'offsets')
-
+# %% ../nbs/00a_metadata_worker.ipynb #cc7902ee
 def write_columns(path, # the file to write
                   header:dict, # JSON-able facts about the run (an `error`, timings, memory)
                   columns:dict, # from `decode_images` (empty after an error)
                  ):
-    "Write `header` and `columns` to `path`."
-    header = {**header, **{k: columns[k] for k in ('start', 'end', 'n') if k in columns},
-              **{k: columns.get(k) is not None for k in _ARRAYS}, 'name_bytes': len(columns.get('names', b''))}
+    "Write `header`, the numbers of `columns`, then its int64 arrays and byte strings to `path`."
+    arrays = {k: v for k, v in columns.items() if isinstance(v, np.ndarray)}
+    blobs = {k: v for k, v in columns.items() if isinstance(v, (bytes, bytearray))}
+    assert all(a.dtype == np.int64 for a in arrays.values())
+    header = {**header, **{k: v for k, v in columns.items() if isinstance(v, int)},
+              'arrays': [[k, len(v)] for k, v in arrays.items()], 'blobs': [[k, len(v)] for k, v in blobs.items()]}
     head = json.dumps(header).encode()
     head += b' ' * (-len(head) % 8)
     with open(path, 'wb') as f:
         f.write(len(head).to_bytes(8, 'little')); f.write(head)
-        for k in _ARRAYS:
-            if header[k]: f.write(memoryview(columns[k]).cast('B'))
-        f.write(columns.get('names', b''))
+        for a in arrays.values(): f.write(memoryview(a).cast('B'))
+        for b in blobs.values(): f.write(b)
 
 def _read_exactly(f, buffer):
     if f.readinto(buffer) != len(buffer): raise ValueError(f'{f.name}: truncated columns file')
 
 def read_columns(path, # a file from `write_columns`
                 )->tuple:
-    "The header and the columns in `path`."
+    "The header and the columns (int64 arrays, and byte strings as bytearrays) in `path`."
     with open(path, 'rb') as f:
         head = f.read(8)
         if len(head) < 8: raise ValueError(f'{path}: truncated columns file')
         header = json.loads(f.read(int.from_bytes(head, 'little')))
         columns = {}
-        for k in _ARRAYS:
-            if header.get(k):
-                columns[k] = np.empty(header['n'] + (k == 'offsets'), np.int64)
-                _read_exactly(f, memoryview(columns[k]).cast('B'))
-        if 'offsets' in columns:
-            columns['names'] = bytearray(header['name_bytes']); _read_exactly(f, columns['names'])
-            columns['names'] = bytes(columns['names'])
+        for k, n in header['arrays']:
+            columns[k] = np.empty(n, np.int64); _read_exactly(f, memoryview(columns[k]).cast('B'))
+        for k, n in header['blobs']:
+            columns[k] = bytearray(n); _read_exactly(f, columns[k])
     return header, columns
 
 # %% ../nbs/00a_metadata_worker.ipynb #91a54b22

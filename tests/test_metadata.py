@@ -318,13 +318,17 @@ def test_worker_string_ids_2022(tmp_path, worker_log):
              images=[dict(file_name=f'0000{i}/0000{i}__001.jpg', image_id=f'0000{i}__001', license=0) for i in range(3)],
              institutions=[dict(collectionCode='NY', institution_id=2)], licenses=[])
     write(tmp_path/'train_metadata.json', d)
-    assert _both(tmp_path).image_id.tolist() == ['00000__001', '00001__001', '00002__001']
-    assert any("it has no integer 'image_id' column" in m for m in worker_log), worker_log  # string ids: decoded here
+    assert _both(tmp_path).image_id.tolist() == ['00000__001', '00001__001', '00002__001'] and _used(worker_log)  # strings
     d['images'] = [dict(im, image_id=i) for i, im in enumerate(d['images'])]
     d['annotations'] = [dict(a, image_id=i) for i, a in enumerate(d['annotations'])]
     write(tmp_path/'train_metadata.json', d)
     worker_log.clear()
-    assert _both(tmp_path).image_id.tolist() == [0, 1, 2] and _used(worker_log)  # integer ids: the worker's column
+    assert _both(tmp_path).image_id.tolist() == [0, 1, 2] and _used(worker_log)  # integers
+    d['images'][1]['image_id'] = d['annotations'][1]['image_id'] = '1'
+    write(tmp_path/'train_metadata.json', d)
+    worker_log.clear()
+    assert _both(tmp_path).image_id.tolist() == ['0', '1', '2']  # both kinds: all strings, decoded here
+    assert any("it has no 'image_id' column (missing, or integers and strings mixed)" in m for m in worker_log), worker_log
 
 def test_worker_latin1_2020(tmp_path, worker_log):
     d = dict(annotations=[dict(category_id=3, id=1, image_id=7, region_id=0)],
