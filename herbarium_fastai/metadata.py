@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['HerbariumError', 'MetadataError', 'write_atomically', 'load_metadata', 'category_table', 'image_paths']
 
-# %% ../nbs/00_metadata.ipynb #e4727179
-import hashlib, json, logging, mmap, os, re, subprocess, sys, tempfile, time, warnings
+# %% ../nbs/00_metadata.ipynb #9f006ec8
+import hashlib, json, logging, mmap, os, re, subprocess, sys, tempfile, threading, time, warnings
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -412,7 +412,7 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
-# %% ../nbs/00_metadata.ipynb #bc30055f
+# %% ../nbs/00_metadata.ipynb #ba224aad
 _WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
 _WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
 _log = logging.getLogger(__name__)
@@ -463,6 +463,7 @@ class _ImagesWorker:
         return columns
 
     def _columns(self, key:str)->dict|None:
+        "The worker's columns, if they match this process's view of the file; else None (and why, at DEBUG)."
         if self.proc is None: return None
         try: _, err = self.proc.communicate(timeout=max(60.0, 10 * (time.perf_counter() - self.started)))
         except subprocess.TimeoutExpired: return self._unused('it took too long')
@@ -582,7 +583,7 @@ def _cache_path(folder:Path, source:Path, split:str|None)->Path:
 
 def _source_tag(source:Path)->str: return hashlib.blake2b(str(source).encode(), digest_size=8).hexdigest()
 
-# %% ../nbs/00_metadata.ipynb #3e22c823
+# %% ../nbs/00_metadata.ipynb #91135722
 _META_KEY = b'herbarium_fastai'
 
 def _read_cache(path:Path):
@@ -649,7 +650,25 @@ def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
     finally:
         if tmp: Path(tmp).unlink(missing_ok=True)
 
-# %% ../nbs/00_metadata.ipynb #09548cb6
+_BACKGROUND_ROWS = 250_000  # frames this large are cached by a background thread
+_writes = {}                # cache file -> the thread writing it
+
+def _cache_soon(path:Path, df:pd.DataFrame, year:int, split:str):
+    "Cache `df` at `path`: now for a small frame, else in a background thread from a copy (the caller may change `df`)."
+    if len(df) < _BACKGROUND_ROWS: return _write_cache(path, df, year, split)
+    thread = threading.Thread(target=_write_cache, args=(path, df.copy(deep=True), year, split), name=f'metadata cache {path.name}')
+    _writes[path] = thread
+    thread.start()
+
+def _finish_cache_writes(path:Path|None=None):
+    "Wait for the cache writes in progress (to `path`; None: all of them)."
+    for p in [p for p in list(_writes) if path is None or p == path]:
+        thread = _writes.pop(p, None)
+        if thread is not None: thread.join()
+
+if hasattr(os, 'register_at_fork'): os.register_at_fork(before=_finish_cache_writes)  # no cache write runs across a fork
+
+# %% ../nbs/00_metadata.ipynb #6fb65130
 def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset root, or a metadata JSON file
                   split:str|None=None, # 'train' or 'test': which file of a dataset root (default 'train')
                   cache:bool|str|os.PathLike=True, # use the Arrow (Feather) cache; False: bypass it; a path: cache there
@@ -658,12 +677,13 @@ def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset ro
     "Load Herbarium 2020/2021/2022 metadata as one validated DataFrame with the same columns for every year."
     source, split = _resolve(path, split)
     cache_path = _cache_path(_cache_folder(cache), source, split) if cache else None
+    if cache: _finish_cache_writes(cache_path)  # (this file's entry may still be being written)
     hit = _read_cache(cache_path) if cache else None
     if hit: df, year, split = hit
     else:
         columns, year, split = _parse_file(source, split, parallel)
         df = _frame(columns)
-        if cache: _write_cache(cache_path, df, year, split)
+        if cache: _cache_soon(cache_path, df, year, split)
     df.attrs.update(root=str(source.parent), year=year, split=split, source=str(source))
     return df
 

@@ -1,5 +1,5 @@
 "herbarium_fastai.metadata: bad input, unsafe file names, the Arrow cache, latin-1, the schema of every year"
-import builtins, io, json, logging, os, tempfile, warnings
+import builtins, io, json, logging, os, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +383,35 @@ def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt): load_metadata(path.parent, cache=False, parallel=True)
     [w] = workers
     assert w.proc.poll() is not None and not Path(w.out).exists()  # no process left, no file left
+
+# ---------------------------------------------------------------- a large frame is cached by a background thread
+def test_background_cache_write(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setattr(md, '_BACKGROUND_ROWS', 1)
+    path = write(tmp_path/'train'/'metadata.json', meta2021())
+    real_write, parses, real_parse = md._write_cache, [], md._parse_file
+    def slow_write(*a):
+        time.sleep(0.5); real_write(*a)
+    monkeypatch.setattr(md, '_write_cache', slow_write)
+    monkeypatch.setattr(md, '_parse_file', lambda *a: parses.append(a) or real_parse(*a))
+    t0 = time.perf_counter()
+    df = load_metadata(path.parent)
+    assert time.perf_counter() - t0 < 0.4 and not list(cache_dir.glob('*.arrow'))  # the load did not wait for the write
+    df.loc[0, 'category_id'] = 99                                                  # the caller changes its frame at once
+    again = load_metadata(path.parent)                                             # waits for the write, then reads it
+    assert len(parses) == 1 and len(list(cache_dir.glob('*.arrow'))) == 1
+    assert again.category_id.tolist() == [0, 1, 0, 1, 0, 1]                        # the cache holds the file's values
+    pd.testing.assert_frame_equal(again, load_metadata(path.parent, cache=False))
+
+def test_no_cache_write_across_a_fork(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setattr(md, '_BACKGROUND_ROWS', 1)
+    path = write(tmp_path/'train'/'metadata.json', meta2021())
+    real_write = md._write_cache
+    def slow_write(*a):
+        time.sleep(0.5); real_write(*a)
+    monkeypatch.setattr(md, '_write_cache', slow_write)
+    load_metadata(path.parent)
+    assert not list(cache_dir.glob('*.arrow')) and md._writes
+    pid = os.fork()
+    if pid == 0: os._exit(0 if not md._writes else 3)  # the child: no write in progress (the thread is not here either)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(list(cache_dir.glob('*.arrow'))) == 1 and not md._writes  # the fork waited for the write
