@@ -412,7 +412,7 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
-# %% ../nbs/00_metadata.ipynb #ba224aad
+# %% ../nbs/00_metadata.ipynb #0771e60b
 _WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
 _WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
 _log = logging.getLogger(__name__)
@@ -440,7 +440,7 @@ class _ImagesWorker:
     "A `metadata_worker` process decoding the images of `source` (mapped, with `identity`) while this one decodes the rest."
     def __init__(self, source:Path, identity:list):
         self.identity, self.proc, self.raw, self.out, self.started = identity, None, None, None, time.perf_counter()
-        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}  # msgspec and numpy from where we have them
+        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)}  # msgspec, numpy as here
         try:
             fd, self.out = tempfile.mkstemp(prefix='herbarium-images-', suffix='.columns', dir=_scratch_folder(identity[1]))
             os.close(fd)
