@@ -412,7 +412,7 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
-# %% ../nbs/00_metadata.ipynb #0771e60b
+# %% ../nbs/00_metadata.ipynb #547bde2b
 _WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
 _WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
 _log = logging.getLogger(__name__)
@@ -450,7 +450,8 @@ class _ImagesWorker:
 
     def wait_for(self, raw:Raw, data)->'_ImagesWorker':
         "Note the images section `raw` of the mapped file `data` that the worker should have decoded."
-        self.raw, self.span = raw, (_address(raw) - _address(data), _address(raw) - _address(data) + len(memoryview(raw)))
+        start = _address(raw) - _address(data)
+        self.raw, self.span = raw, (start, start + len(memoryview(raw)))
         return self
 
     def result(self, key:str, explain)->dict|list:

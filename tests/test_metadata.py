@@ -385,13 +385,19 @@ def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
     assert w.proc.poll() is not None and not Path(w.out).exists()  # no process left, no file left
 
 # ---------------------------------------------------------------- a large frame is cached by a background thread
-def test_background_cache_write(tmp_path, cache_dir, monkeypatch):
+@pytest.fixture
+def slow_background_cache(tmp_path, cache_dir, monkeypatch):
+    "Every frame counts as large, and writing a cache entry takes 0.5 s; the path of a small 2021 train file."
     monkeypatch.setattr(md, '_BACKGROUND_ROWS', 1)
-    path = write(tmp_path/'train'/'metadata.json', meta2021())
-    real_write, parses, real_parse = md._write_cache, [], md._parse_file
+    real_write = md._write_cache
     def slow_write(*a):
         time.sleep(0.5); real_write(*a)
     monkeypatch.setattr(md, '_write_cache', slow_write)
+    return write(tmp_path/'train'/'metadata.json', meta2021())
+
+def test_background_cache_write(slow_background_cache, cache_dir, monkeypatch):
+    path = slow_background_cache
+    parses, real_parse = [], md._parse_file
     monkeypatch.setattr(md, '_parse_file', lambda *a: parses.append(a) or real_parse(*a))
     t0 = time.perf_counter()
     df = load_metadata(path.parent)
@@ -402,14 +408,8 @@ def test_background_cache_write(tmp_path, cache_dir, monkeypatch):
     assert again.category_id.tolist() == [0, 1, 0, 1, 0, 1]                        # the cache holds the file's values
     pd.testing.assert_frame_equal(again, load_metadata(path.parent, cache=False))
 
-def test_no_cache_write_across_a_fork(tmp_path, cache_dir, monkeypatch):
-    monkeypatch.setattr(md, '_BACKGROUND_ROWS', 1)
-    path = write(tmp_path/'train'/'metadata.json', meta2021())
-    real_write = md._write_cache
-    def slow_write(*a):
-        time.sleep(0.5); real_write(*a)
-    monkeypatch.setattr(md, '_write_cache', slow_write)
-    load_metadata(path.parent)
+def test_no_cache_write_across_a_fork(slow_background_cache, cache_dir):
+    load_metadata(slow_background_cache.parent)
     assert not list(cache_dir.glob('*.arrow')) and md._writes
     pid = os.fork()
     if pid == 0: os._exit(0 if not md._writes else 3)  # the child: no write in progress (the thread is not here either)
