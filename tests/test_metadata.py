@@ -1,5 +1,5 @@
 "herbarium_fastai.metadata: bad input, unsafe file names, the Arrow cache, latin-1, the schema of every year"
-import builtins, io, json, logging, os, tempfile, time, warnings
+import builtins, io, json, logging, os, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -365,10 +365,10 @@ def test_worker_by_size_and_cpus(tmp_path, worker_log, monkeypatch):
     load_metadata(path.parent, cache=False)
     assert not worker_log                                   # a small file: one process
     monkeypatch.setattr(md, '_WORKER_BYTES', 0)
-    monkeypatch.setattr(md, '_cpu_count', lambda: 2)
+    monkeypatch.setattr(md, 'cpu_count', lambda: 2)
     load_metadata(path.parent, cache=False)
     assert _used(worker_log)                                # as large as _WORKER_BYTES, 2 CPUs: two processes
-    worker_log.clear(); monkeypatch.setattr(md, '_cpu_count', lambda: 1)
+    worker_log.clear(); monkeypatch.setattr(md, 'cpu_count', lambda: 1)
     load_metadata(path.parent, cache=False)
     assert not worker_log                                   # one CPU: one process
 
@@ -415,3 +415,26 @@ def test_no_cache_write_across_a_fork(slow_background_cache, cache_dir):
     if pid == 0: os._exit(0 if not md._writes else 3)  # the child: no write in progress (the thread is not here either)
     assert os.waitpid(pid, 0)[1] == 0
     assert len(list(cache_dir.glob('*.arrow'))) == 1 and not md._writes  # the fork waited for the write
+
+# ---------------------------------------------------------------- a script that loads and exits at once
+LOAD_AND_EXIT = '''
+import sys, time
+import herbarium_fastai.metadata as md
+if sys.argv[2] == 'hit': md._parse_file = None  # a cache miss would call it and fail
+t0 = time.perf_counter()
+df = md.load_metadata(sys.argv[1])
+print(len(df), round(time.perf_counter() - t0, 3))
+'''
+
+def test_cache_written_by_a_script_that_exits(tmp_path):
+    "A process that loads a large file and exits at once leaves a whole cache entry, silently; the next process hits it"
+    n = md._BACKGROUND_ROWS  # large enough to be cached by the background thread
+    path = write(tmp_path/'big'/'train'/'metadata.json', meta2021(n))
+    env = {**os.environ, 'HERBARIUM_CACHE': str(tmp_path/'cache')}
+    first = subprocess.run([sys.executable, '-c', LOAD_AND_EXIT, str(path.parent), 'miss'], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0 and first.stderr == '', first.stderr[-2000:]
+    assert [p.suffix for p in (tmp_path/'cache'/'metadata').iterdir()] == ['.arrow']   # one whole entry, no temporary file
+    second = subprocess.run([sys.executable, '-c', LOAD_AND_EXIT, str(path.parent), 'hit'], capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0 and second.stderr == '', second.stderr[-2000:]
+    rows, seconds = second.stdout.split()
+    assert int(rows) == n and float(seconds) < float(first.stdout.split()[1]), (first.stdout, second.stdout)
