@@ -145,7 +145,7 @@ def child(mode, path):
     df = fn(path)
     secs = time.perf_counter() - t0
     if mode != 'baseline':  # a large frame is cached by a background thread: its time and memory are reported too
-        from herbarium_fastai.metadata import _finish_cache_writes
+        from herbarium_fastai.metadata_cache import _finish_cache_writes
         _finish_cache_writes()
     until_cached = time.perf_counter() - t0
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

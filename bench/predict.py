@@ -17,8 +17,8 @@ def make_inputs(folder, n_images, classes, size, arch):
     "Write `n_images` small JPEGs, their test metadata, and a random-weight safe model with `classes` classes"
     import numpy as np
     from PIL import Image
-    from herbarium_fastai.inference import learner_from_config, save_safe_model
-    from herbarium_fastai.data import timm_normalization
+    from herbarium_fastai.inference import learner_from_description, save_safe_model
+    from herbarium_fastai.data import ModelDescription
     rng = np.random.default_rng(0)
     images = folder/'test'/'images'; images.mkdir(parents=True)
     records = []
@@ -28,11 +28,10 @@ def make_inputs(folder, n_images, classes, size, arch):
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder/'test'/name, quality=85)
         records.append(dict(id=i, file_name=name, width=size, height=size, license=0))
     (folder/'test'/'metadata.json').write_text(json.dumps(dict(images=records, info={}, licenses=[])))
-    config = dict(arch=arch, head={}, size=size, presize=size, augment=False,
-                  stats=[list(s) for s in timm_normalization(arch)],
-                  classes=[dict(category_id=c, species=f'species {c}', genus=None, family=None, order=None) for c in range(classes)],
-                  class_counts=[3] * classes)
-    save_safe_model(learner_from_config(config), folder/'model')
+    description = ModelDescription(arch=arch, size=size, presize=size, augment=False, class_counts=[3] * classes,
+                                   classes=[dict(category_id=c, species=f'species {c}', genus=None, family=None, order=None)
+                                            for c in range(classes)])
+    save_safe_model(learner_from_description(description), folder/'model')
 
 def measure(folder, method, n_images, bs):
     "Run in a child process: predict the first `n_images` test images with `method`; print JSON"

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'atomic_save', 'RunCheckpoint',
            'RunHistory', 'keep_history', 'distributed', 'broadcast_from_rank0', 'single_process', 'find_learning_rate',
-           'training_phases', 'train', 'load_checkpoint', 'export_learner']
+           'default_freeze_epochs', 'training_phases', 'train', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
-import os
+import dataclasses, os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from fastai.vision.learner import vision_learner
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 
-from .metadata import HerbariumError, write_atomically
+from .core import HerbariumError, write_atomically
 
 # %% ../nbs/04_learner.ipynb #4177d6b9
 def macro_f1():
@@ -65,7 +65,8 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
         raise HerbariumError(f"unknown timm architecture {arch!r} (see timm.list_models())") from e
     # architecture and data settings travel with the learner: `herbarium_fastai.inference` saves them beside the weights
     head = {k: v for k, v in kwargs.items() if k in _HEAD_ARGUMENTS}
-    learn.herbarium_config = dict(arch=arch, head=head, **getattr(dls, 'herbarium_config', {}))
+    described = getattr(dls, 'model_description', None)  # (DataLoaders from `herbarium_dataloaders` describe themselves)
+    learn.model_description = None if described is None else dataclasses.replace(described, arch=arch, head=head)
     learn.weights_report = None
     if weights is not None:
         learn.weights_report = load_body_weights(learn.model, weights)
@@ -174,7 +175,7 @@ def keep_history(fname, # a `history.csv`
     fname = Path(fname)
     if not fname.exists(): return
     lines = fname.read_text().splitlines(keepends=True)
-    write_atomically(fname, lambda f: f.write_text(''.join(lines[:1 + epochs])))
+    write_atomically(fname, ''.join(lines[:1 + epochs]))
 
 # %% ../nbs/04_learner.ipynb #2b9e5fda
 class _GlooDistributedDL(DistributedDL):
@@ -240,6 +241,11 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
 # %% ../nbs/04_learner.ipynb #4cf16fd2
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
+def default_freeze_epochs(learn, # from `herbarium_learner`
+                         )->int:
+    "Epochs training the new head alone before the rest: 1 when the body starts pretrained (fastai freezes it), else 0"
+    return 1 if _is_frozen(learn) else 0
+
 def training_phases(epochs=5,          # epochs of the one-cycle schedule after the frozen ones
                     freeze_epochs=0,   # epochs training only the head first (at the first size)
                     sizes=(224,),      # image sizes: the epochs are shared out across them, smallest first (progressive resizing)
@@ -273,7 +279,10 @@ def train(learn,           # from `herbarium_learner`
     out = Path(learn.path if out is None else out).absolute()  # CSVLogger joins a relative name to learn.path
     main = not rank_distrib()
     if main: out.mkdir(parents=True, exist_ok=True)
-    if freeze_epochs is None: freeze_epochs = 1 if _is_frozen(learn) else 0
+    if freeze_epochs is None: freeze_epochs = default_freeze_epochs(learn)
+    if len(learn.dls.train) == 0:  # fastai would log nan losses (and lr_find divide by zero)
+        raise HerbariumError(f"the training DataLoader has no batch: {len(learn.dls.train_ds)} images, batch size {learn.dls.bs} "
+                             "(the last incomplete batch is dropped); use a smaller batch size")
     sizes = list(sizes or [None])
     phases = training_phases(epochs, freeze_epochs, sizes)
     history = out/'history.csv'
@@ -299,7 +308,7 @@ def train(learn,           # from `herbarium_learner`
         if i < start_phase: continue
         first = 0 if i > start_phase else start_epoch
         if first < phase['epochs']:
-            if phase['size'] is not None and dls_for_size is not None and phase['size'] != learn.dls.herbarium_config['size']:
+            if phase['size'] is not None and dls_for_size is not None and phase['size'] != learn.dls.model_description.size:
                 learn.dls = dls_for_size(phase['size'])
             _set_frozen(learn, phase['frozen'])
             run_cbs = extra_cbs + [RunHistory(history, epoch_offset=offset)]
@@ -311,8 +320,9 @@ def train(learn,           # from `herbarium_learner`
             if checkpoints: best = run_cbs[-1].best
         offset += phase['epochs']
     names = ['valid_loss'] + [m.name for m in learn.metrics]
-    ran = learn.recorder.values and len(learn.recorder.values[-1]) > 1
-    values = learn.recorder.values[-1][1:] if ran else learn.validate()  # resumed after the last epoch: nothing left to fit
+    logged = vars(learn.recorder).get('values')  # (set by fastai's before_fit: absent when nothing was fit here)
+    ran = logged and len(logged[-1]) > 1
+    values = logged[-1][1:] if ran else learn.validate()  # resumed after the last epoch: nothing left to fit
     return dict(zip(names, map(float, values)), lr=float(lr))
 
 def load_checkpoint(run, # a run folder (holding `checkpoints/last.pth`) or a checkpoint file

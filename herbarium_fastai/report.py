@@ -13,25 +13,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from fastai.torch_core import get_model
 
-from .metadata import write_atomically
+from .core import write_atomically, write_csv
+from .inference import stream_logits
 
 # %% ../nbs/08_report.ipynb #6a694909
 def valid_predictions(learn, # a trained `Learner` whose `dls.valid` holds metadata rows (`herbarium_dataloaders`)
                       dl=None, # the DataLoader to predict; default `learn.dls.valid`
+                      predicted=None, # its top-1 category ids, when a pass already made them (`choose_prior_strength`'s)
                      )->pd.DataFrame:
     "The validation rows with `predicted`, the top-1 category id: streamed, one argmax per batch"
     # learn.get_preds would hold every image's 64,500 scores (a 2021 validation split: ~1.5 TB); this keeps one int per image
     dl = learn.dls.valid if dl is None else dl
-    model = get_model(learn.model).eval()
-    cuda = torch.device(dl.device or 'cpu').type == 'cuda'
-    top = []
-    with torch.inference_mode(), torch.autocast('cuda', enabled=cuda):
-        for xb, *_ in dl: top.append(model(xb).argmax(dim=1).cpu())
-    vocab = np.asarray(learn.dls.vocab)
+    if predicted is None:
+        vocab = np.asarray(learn.dls.vocab)
+        top = [logits.argmax(dim=1).cpu() for logits, _ in stream_logits(learn, dl)]
+        predicted = vocab[torch.cat(top).numpy()] if top else np.array([], dtype=vocab.dtype)
     rows = dl.items.reset_index(drop=True) if isinstance(dl.items, pd.DataFrame) else pd.DataFrame(dict(path=list(dl.items)))
-    return rows.assign(predicted=vocab[torch.cat(top).numpy()] if top else np.array([], dtype=vocab.dtype))
+    return rows.assign(predicted=predicted)
 
 # %% ../nbs/08_report.ipynb #b8ba4cda
 def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g. from `valid_predictions`
@@ -104,8 +103,6 @@ def save_show_batch(dls,   # DataLoaders
     return _save_figure(plt.gcf(), fname)
 
 # %% ../nbs/08_report.ipynb #3f21e8a0
-def _write_csv(df, fname): write_atomically(fname, lambda f: df.to_csv(f, index=False))
-
 def _markdown_table(df):
     "`df` as a Markdown table (pandas' `to_markdown` needs tabulate, not a dependency here)"
     cell = lambda v: f'{v:.3f}' if isinstance(v, float) else str(v)
@@ -117,16 +114,17 @@ REPORT_FILES = ('loss.png', 'show_batch.png', 'family_scores.csv', 'worst_specie
 def write_report(learn, # a trained `Learner` from `herbarium_learner`
                  out,   # the run folder (holds `history.csv` from training)
                  top=20, # rows of the worst-species and confused-pairs tables
+                 predictions=None, # the validation predictions, from `valid_predictions`; default: predicted here
                 )->dict:
     "Write the run report into `out`: loss curve, show_batch, per-family scores, worst species, most-confused pairs, summary.md"
     out = Path(out)
-    frame = valid_predictions(learn)
+    frame = valid_predictions(learn) if predictions is None else predictions
     species = species_scores(frame)
     present = species[species.images > 0]
     worst = present.sort_values(['f1', 'images'], ascending=[True, False]).head(top).reset_index(drop=True)
     families = family_scores(frame) if 'family' in frame else pd.DataFrame(columns=['family', 'images', 'accuracy', 'macro_f1'])
     pairs = confused_pairs(frame, top)
-    _write_csv(families, out/'family_scores.csv'); _write_csv(worst, out/'worst_species.csv'); _write_csv(pairs, out/'confused_pairs.csv')
+    write_csv(out/'family_scores.csv', families); write_csv(out/'worst_species.csv', worst); write_csv(out/'confused_pairs.csv', pairs)
     if (out/'history.csv').exists(): plot_history(out/'history.csv', out/'loss.png')
     save_show_batch(learn.dls, out/'show_batch.png')
     summary = dict(images=len(frame), species=int(len(present)), accuracy=float((frame.category_id == frame.predicted).mean()),
@@ -146,5 +144,5 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
              "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]
     if len(families): lines += ["Weakest families:", "", _markdown_table(families.head(5)), ""]
     if len(pairs): lines += ["Most confused:", "", _markdown_table(pairs.head(5)), ""]
-    write_atomically(out/'summary.md', lambda f: f.write_text('\n'.join(lines)))
+    write_atomically(out/'summary.md', '\n'.join(lines))
     return summary

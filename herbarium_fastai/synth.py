@@ -6,18 +6,18 @@
 __all__ = ['LEAF_SHAPES', 'ARRANGEMENTS', 'VENATIONS', 'INFLORESCENCES', 'INSTITUTIONS', 'LICENSES', 'latin_stem', 'order_traits',
            'family_traits', 'species_traits', 'flat_colour', 'make_taxonomy', 'leaf_outline', 'sheet_size',
            'sheet_image', 'flat_image', 'render_image', 'kaggle_train_file_name', 'kaggle_test_file_name',
-           'atomic_write', 'write_json', 'write_csv', 'species_counts', 'make_synthetic_dataset']
+           'species_counts', 'make_synthetic_dataset']
 
 # %% ../nbs/02_synth.ipynb #4feb9d9f
-import colorsys, csv, io, json, os, shutil, tempfile, time
-from contextlib import suppress
+import colorsys, shutil, time
 from functools import lru_cache
 from math import cos, pi, sin
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .core import cpu_count, process_map, write_atomically, write_csv, write_json
 
 # %% ../nbs/02_synth.ipynb #73cfea2d
 _ONSETS = ('b','c','d','f','g','l','m','n','p','r','s','t','v','ch','ph','th','tr','cr','pl','st','gl','br')
@@ -389,38 +389,6 @@ def kaggle_test_file_name(image_id:int, # test image id
     "Kaggle 2021 test image path: `images/<image_id//1000 as 3 digits>/<image_id>.jpg`"
     return f'images/{image_id // 1000:03d}/{image_id}.jpg'
 
-# %% ../nbs/02_synth.ipynb #aa50ea3e
-def atomic_write(path, # destination file
-                 data:bytes, # its whole content
-                ):
-    "Write `data` to a temp file next to `path`, then `os.replace` it into place"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-
-def write_json(obj, # JSON-able object
-               path, # destination file
-              ):
-    "Write `obj` as JSON to `path` atomically"
-    atomic_write(path, json.dumps(obj, ensure_ascii=False).encode('utf-8'))
-
-def write_csv(rows, # iterable of rows
-              header, # column names
-              path, # destination file
-             ):
-    "Write a CSV with `header` and `rows` to `path` atomically"
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator='\n')
-    w.writerow(header); w.writerows(rows)
-    atomic_write(path, buf.getvalue().encode('utf-8'))
-
 # %% ../nbs/02_synth.ipynb #4dc149c0
 def species_counts(species:int, # number of species
                    seed:int=0, # random seed
@@ -456,20 +424,16 @@ def _render_jobs(jobs, state):
     for rel, sp, split, image_id, inst in jobs:
         img = render_image(state['traits'][sp], np.random.default_rng([state['seed'], split, image_id]), state['size'],
                            state['style'], inst, state['supersample'])
-        path = state['dest'] / rel
-        tmp = path.with_name(path.name + '.tmp')
-        img.save(tmp, format='JPEG', quality=state['quality'])
-        os.replace(tmp, path)
+        write_atomically(state['dest']/rel, lambda f: img.save(f, format='JPEG', quality=state['quality']))
     return len(jobs)
 
 def _render_chunk(jobs): return _render_jobs(jobs, _STATE)
 
 def _render_all(jobs, state, workers, chunk):
-    "Render `jobs` in this process (`workers` 0 or 1) or in a `Pool` of `workers`, `chunk` jobs per task"
-    if workers <= 1: return _render_jobs(jobs, state)
+    "Render `jobs` in this process (`workers` 0 or 1) or in `workers` processes, `chunk` jobs per task"
+    if workers <= 1: return _render_jobs(jobs, state)  # (in a notebook: the functions need not be importable)
     chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
-    with Pool(min(workers, len(chunks)) or 1, initializer=_init_worker, initargs=(state,)) as pool:
-        return sum(pool.imap_unordered(_render_chunk, chunks))
+    return sum(process_map(_render_chunk, chunks, workers, initializer=_init_worker, initargs=(state,)))
 
 # %% ../nbs/02_synth.ipynb #4c2c8920
 def _prepare_dest(dest, overwrite):
@@ -524,7 +488,7 @@ def make_synthetic_dataset(
     for d in sorted({str(Path(j[0]).parent) for j in jobs}): (dest/d).mkdir(parents=True, exist_ok=True)
     state = dict(dest=dest, traits=[c['traits'] for c in taxa], seed=seed, size=size, style=style,
                  supersample=supersample, quality=quality)
-    workers = os.cpu_count() if workers is None else workers
+    workers = cpu_count() if workers is None else workers
     start = time.perf_counter()
     _render_all(jobs, state, workers, chunk)
     seconds = time.perf_counter() - start
@@ -537,11 +501,11 @@ def make_synthetic_dataset(
             'info': _info(seed, style),
             'institutions': [{'id': i, 'name': n} for i, n in enumerate(INSTITUTIONS)],
             'licenses': list(LICENSES)}
-    write_json(meta, dest/'train'/'metadata.json')
-    write_json({'images': [image(r) for r in test], 'info': _info(seed, style), 'licenses': list(LICENSES)},
-               dest/'test'/'metadata.json')
-    write_csv([(r['image_id'], 0) for r in test], ('Id', 'Predicted'), dest/'sample_submission.csv')
-    write_csv([(r['image_id'], r['category_id']) for r in test], ('Id', 'category_id'), dest/'test_labels.csv')
+    write_json(dest/'train'/'metadata.json', meta, indent=None)
+    write_json(dest/'test'/'metadata.json', {'images': [image(r) for r in test], 'info': _info(seed, style), 'licenses': list(LICENSES)},
+               indent=None)
+    write_csv(dest/'sample_submission.csv', [(r['image_id'], 0) for r in test], header=('Id', 'Predicted'))
+    write_csv(dest/'test_labels.csv', [(r['image_id'], r['category_id']) for r in test], header=('Id', 'category_id'))
     return dict(dest=dest, train_metadata=dest/'train'/'metadata.json', test_metadata=dest/'test'/'metadata.json',
                 sample_submission=dest/'sample_submission.csv', test_labels=dest/'test_labels.csv',
                 species=species, families=len({c['family'] for c in taxa}), orders=len({c['order'] for c in taxa}),

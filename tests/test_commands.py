@@ -1,5 +1,5 @@
 "The commands, run as a user runs them: in subprocesses, on good and bad input"
-import json, shutil
+import json, shutil, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +15,41 @@ def assert_clean_failure(result, *words):
     assert 'Traceback' not in result.stderr
     for w in words: assert w in lines[0], (w, lines[0])
 
-@pytest.mark.parametrize('command', ['herbarium-synth', 'herbarium-train', 'herbarium-predict'])
+COMMANDS = ['herbarium-synth', 'herbarium-train', 'herbarium-predict', 'herbarium-export', 'herbarium-check', 'herbarium-resize']
+
+@pytest.mark.parametrize('command', COMMANDS)
 def test_help(command):
     result = run_command(command, '--help')
     assert result.returncode == 0 and 'usage' in result.stdout
+    assert 'default: True' not in result.stdout and 'default: False' not in result.stdout   # switches say what they do
+
+def test_help_and_argument_errors_answer_at_once():
+    "--help and a mistyped option take well under a second: the heavy libraries load only when a command runs"
+    seconds = []
+    for args in (['--help'], ['--epochs', 'many']):
+        for _ in range(3):
+            start = time.perf_counter()
+            result = run_command('herbarium-train', *args)
+            seconds.append(time.perf_counter() - start)
+        assert result.returncode in (0, 2) and 'Traceback' not in result.stderr, result.stderr
+    assert min(seconds[:3]) < 1 and min(seconds[3:]) < 1, seconds
+    probe = ("import sys; from herbarium_fastai import cli\n"
+             "for name in ('synth', 'train', 'predict', 'export', 'check', 'resize'):\n"
+             "    try: getattr(cli, name + '_command').main(['--help'])\n"
+             "    except SystemExit: pass\n"
+             "sys.stderr.write(repr(sorted(m for m in ('torch', 'fastai', 'pandas', 'timm', 'pyarrow') if m in sys.modules)))")
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True)
+    assert result.stderr == '[]', result.stderr[-2000:]
+
+def test_no_pretrained_help_says_the_default():
+    text = ' '.join(run_command('herbarium-train', '--help').stdout.split())
+    assert '--no-pretrained train from scratch (without it: timm\'s pretrained weights' in text, text
+
+def test_predict_with_an_empty_model_path(flat_dataset, tmp_path):
+    "`herbarium-predict \"\" DATA` names the missing model, not a model.pkl of the current folder"
+    assert_clean_failure(run_command('herbarium-predict', '', flat_dataset, '--out', tmp_path/'s.csv'), 'no model given')
+    assert_clean_failure(run_command('herbarium-predict', tmp_path, flat_dataset, '--out', tmp_path/'s.csv'), 'no model here')
+    assert not (tmp_path/'s.csv').exists()
 
 def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     "From scratch via herbarium-train + herbarium-predict: ≥95% on the test images"
@@ -27,8 +58,8 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     assert category_ids != list(range(len(category_ids)))                   # not 0..N-1
     assert {a['id'] for a in meta['annotations']} != {a['image_id'] for a in meta['annotations']}
     run = tmp_path/'run'
-    result = run_command('herbarium-train', flat_dataset, '--out', run, '--no-pretrained', '--size', 32, '--epochs', 5,
-                         '--bs', 16, '--lr-find-iters', 30, '--num-workers', 0)
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--arch', 'test_resnet', '--no-pretrained', '--size', 32,
+                         '--epochs', 5, '--bs', 16, '--lr-find-iters', 30, '--num-workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ['model.safetensors', 'model.json', 'model.pkl', 'split.csv', 'lr_find.png', 'history.csv', 'metrics.json', 'config.json', 'loss.png', 'show_batch.png',
                  'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md', 'checkpoints/last.pth',

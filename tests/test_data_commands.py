@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import command_line, run_command
 from test_commands import GOOD, assert_clean_failure
-from herbarium_fastai.data import _TMP_MARK, herbarium_dataloaders
+from herbarium_fastai.core import is_temporary
+from herbarium_fastai.data import herbarium_dataloaders
 from herbarium_fastai.metadata import image_paths, load_metadata
 
 FAST_TRAIN = ('--no-pretrained', '--arch', 'resnet18', '--size', 32, '--epochs', 1, '--bs', 16, '--lr-find-iters', 5)
@@ -126,7 +127,7 @@ def test_split_file_same_seed_same_file(flat_dataset, tmp_path):
 def _all_complete(dest):
     "Every .jpg under `dest` decodes fully; no temp file is there."
     files = [p for p in dest.rglob('*') if p.is_file()]
-    assert not [p for p in files if p.name.startswith(_TMP_MARK)]
+    assert not [p for p in files if is_temporary(p.name)]
     for p in files:
         if p.suffix == '.jpg':
             with Image.open(p) as im: im.load()
@@ -141,7 +142,7 @@ def test_resize_resumes_after_interruption(flat_dataset, tmp_path):
     # an interrupted run, simulated: some finished images and a stray temp file
     first = image_paths(meta, dest/'train')[:3]
     for p in first: Path(p).parent.mkdir(parents=True, exist_ok=True); Image.new('RGB', (8, 12)).save(p)
-    stray = Path(first[0]).with_name(_TMP_MARK + '999-half.jpg'); stray.write_bytes(b'half a jpeg')
+    stray = Path(first[0]).with_name('.half.jpg.999-1.partial.jpg'); stray.write_bytes(b'half a jpeg')
     result = run_command('herbarium-resize', data, dest, '--size', 64, '--workers', 2)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout[result.stdout.index('{'):])
@@ -165,9 +166,9 @@ def test_resize_killed_midway_leaves_no_partial_file(flat_dataset, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(list(dest.rglob('*.jpg'))) < 3: time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL); proc.wait()
-    done = len([p for p in dest.rglob('*.jpg') if not p.name.startswith(_TMP_MARK)])
+    done = len([p for p in dest.rglob('*.jpg') if not is_temporary(p.name)])
     for p in dest.rglob('*.jpg'):
-        if not p.name.startswith(_TMP_MARK):
+        if not is_temporary(p.name):
             with Image.open(p) as im: im.load()  # every finished name is a whole image
     result = run_command('herbarium-resize', data, dest, '--size', 64, '--workers', 2)
     assert result.returncode == 0, result.stderr[-2000:]

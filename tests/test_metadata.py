@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 import herbarium_fastai.metadata as md
+import herbarium_fastai.metadata_cache as mc
+import herbarium_fastai.metadata_worker as mw
 from herbarium_fastai.metadata import HerbariumError, MetadataError, category_table, image_paths, load_metadata
 
 COLUMNS = ['image_id', 'file_name', 'category_id', 'species', 'genus', 'family', 'order', 'institution_id']
@@ -268,13 +270,13 @@ def _both(path, **kw):
     return two
 
 def test_worker_in_chunks_gives_the_same_frame(tmp_path, worker_log, monkeypatch):
-    monkeypatch.setattr(md, '_WORKER_CHUNK', 300)  # a few records a chunk: many chunks
+    monkeypatch.setattr(mw, '_WORKER_CHUNK', 300)  # a few records a chunk: many chunks
     d = meta2021(200); d['images'][7]['file_name'] = 'images/ünïcode/ß.jpg'
     path = write(tmp_path/'train'/'metadata.json', d)
     assert json.dumps(d['images']).count('file_name') == 200 and path.stat().st_size > 20 * 300
     df = _both(path.parent)
     assert _used(worker_log) and df.file_name[7] == 'images/ünïcode/ß.jpg'
-    assert not list(Path(md._scratch_folder(1) or tempfile.gettempdir()).glob('herbarium-images-*'))  # its file is gone
+    assert not list(Path(mw._scratch_folder(1) or tempfile.gettempdir()).glob('herbarium-images-*'))  # its file is gone
 
 def test_worker_on_pretty_printed_test_metadata(tmp_path, worker_log):
     path = tmp_path/'test'/'metadata.json'; path.parent.mkdir()
@@ -290,7 +292,7 @@ def test_worker_on_pretty_printed_test_metadata(tmp_path, worker_log):
     (lambda d: d['images'][3].update(id='103'), 50, None),                                            # left to this process: its error
 ])
 def test_worker_falls_back_to_this_process(change, chunk, why, tmp_path, worker_log, monkeypatch):
-    monkeypatch.setattr(md, '_WORKER_CHUNK', chunk)  # (about one record a chunk)
+    monkeypatch.setattr(mw, '_WORKER_CHUNK', chunk)  # (about one record a chunk)
     d = meta2021(30); change(d)
     path = write(tmp_path/'train'/'metadata.json', d)
     if why is None:
@@ -303,11 +305,11 @@ def test_worker_falls_back_to_this_process(change, chunk, why, tmp_path, worker_
 
 def test_worker_that_cannot_start(tmp_path, worker_log, monkeypatch):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
-    monkeypatch.setattr(md.sys, 'executable', str(tmp_path/'no-python'))
+    monkeypatch.setattr(mw.sys, 'executable', str(tmp_path/'no-python'))
     _both(path.parent)
     assert any(m.startswith('could not start the metadata worker') for m in worker_log), worker_log
     monkeypatch.undo(); worker_log.clear()
-    monkeypatch.setattr(md, '_scratch_folder', lambda size: str(tmp_path/'no-such-folder'))  # nowhere to write its columns
+    monkeypatch.setattr(mw, '_scratch_folder', lambda size: str(tmp_path/'no-such-folder'))  # nowhere to write its columns
     _both(path.parent)
     assert any(m.startswith('could not start the metadata worker') for m in worker_log), worker_log
 
@@ -364,20 +366,20 @@ def test_worker_by_size_and_cpus(tmp_path, worker_log, monkeypatch):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
     load_metadata(path.parent, cache=False)
     assert not worker_log                                   # a small file: one process
-    monkeypatch.setattr(md, '_WORKER_BYTES', 0)
-    monkeypatch.setattr(md, 'cpu_count', lambda: 2)
+    monkeypatch.setattr(mw, '_WORKER_BYTES', 0)
+    monkeypatch.setattr(mw, 'cpu_count', lambda: 2)
     load_metadata(path.parent, cache=False)
     assert _used(worker_log)                                # as large as _WORKER_BYTES, 2 CPUs: two processes
-    worker_log.clear(); monkeypatch.setattr(md, 'cpu_count', lambda: 1)
+    worker_log.clear(); monkeypatch.setattr(mw, 'cpu_count', lambda: 1)
     load_metadata(path.parent, cache=False)
     assert not worker_log                                   # one CPU: one process
 
 def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
-    workers, real_init = [], md._ImagesWorker.__init__
+    workers, real_init = [], mw._ImagesWorker.__init__
     def init(self, *a):
         real_init(self, *a); workers.append(self)
-    monkeypatch.setattr(md._ImagesWorker, '__init__', init)
+    monkeypatch.setattr(mw._ImagesWorker, '__init__', init)
     def interrupted(*a, **kw): raise KeyboardInterrupt
     monkeypatch.setattr(md, '_train_columns', interrupted)
     with pytest.raises(KeyboardInterrupt): load_metadata(path.parent, cache=False, parallel=True)
@@ -388,11 +390,11 @@ def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
 @pytest.fixture
 def slow_background_cache(tmp_path, cache_dir, monkeypatch):
     "Every frame counts as large, and writing a cache entry takes 0.5 s; the path of a small 2021 train file."
-    monkeypatch.setattr(md, '_BACKGROUND_ROWS', 1)
-    real_write = md._write_cache
+    monkeypatch.setattr(mc, '_BACKGROUND_ROWS', 1)
+    real_write = mc._write_cache
     def slow_write(*a):
         time.sleep(0.5); real_write(*a)
-    monkeypatch.setattr(md, '_write_cache', slow_write)
+    monkeypatch.setattr(mc, '_write_cache', slow_write)
     return write(tmp_path/'train'/'metadata.json', meta2021())
 
 def test_background_cache_write(slow_background_cache, cache_dir, monkeypatch):
@@ -410,16 +412,18 @@ def test_background_cache_write(slow_background_cache, cache_dir, monkeypatch):
 
 def test_no_cache_write_across_a_fork(slow_background_cache, cache_dir):
     load_metadata(slow_background_cache.parent)
-    assert not list(cache_dir.glob('*.arrow')) and md._writes
+    assert not list(cache_dir.glob('*.arrow')) and mc._writes
     pid = os.fork()
-    if pid == 0: os._exit(0 if not md._writes else 3)  # the child: no write in progress (the thread is not here either)
+    if pid == 0: os._exit(0 if not mc._writes else 3)  # the child: no write in progress (the thread is not here either)
     assert os.waitpid(pid, 0)[1] == 0
-    assert len(list(cache_dir.glob('*.arrow'))) == 1 and not md._writes  # the fork waited for the write
+    assert len(list(cache_dir.glob('*.arrow'))) == 1 and not mc._writes  # the fork waited for the write
 
 # ---------------------------------------------------------------- a script that loads and exits at once
 LOAD_AND_EXIT = '''
 import sys, time
 import herbarium_fastai.metadata as md
+import herbarium_fastai.metadata_cache as mc
+import herbarium_fastai.metadata_worker as mw
 if sys.argv[2] == 'hit': md._parse_file = None  # a cache miss would call it and fail
 t0 = time.perf_counter()
 df = md.load_metadata(sys.argv[1])
@@ -428,7 +432,7 @@ print(len(df), round(time.perf_counter() - t0, 3))
 
 def test_cache_written_by_a_script_that_exits(tmp_path):
     "A process that loads a large file and exits at once leaves a whole cache entry, silently; the next process hits it"
-    n = md._BACKGROUND_ROWS  # large enough to be cached by the background thread
+    n = mc._BACKGROUND_ROWS  # large enough to be cached by the background thread
     path = write(tmp_path/'big'/'train'/'metadata.json', meta2021(n))
     env = {**os.environ, 'HERBARIUM_CACHE': str(tmp_path/'cache')}
     first = subprocess.run([sys.executable, '-c', LOAD_AND_EXIT, str(path.parent), 'miss'], capture_output=True, text=True, env=env, timeout=300)

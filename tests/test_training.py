@@ -17,7 +17,23 @@ def train_line(*args): return [sys.executable, str(LAUNCHER), *map(str, args)]
 def train(*args, env=None, timeout=600):
     return subprocess.run(train_line(*args), capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout)
 
-TINY = ['--no-pretrained', '--size', 32, '--bs', 16, '--lr-find-iters', 10, '--num-workers', 0]
+# the smallest timm resnet (0.5M parameters) proves what these tests are about as well as resnet34 (21.8M) does
+TINY = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--bs', 16, '--lr-find-iters', 10, '--num-workers', 0]
+# the default batch size (64): more than the 56 training images of `eight_species`
+SMALL_SET = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--epochs', 2, '--lr-find-iters', 10, '--num-workers', 0]
+
+@pytest.fixture(scope='module')
+def eight_species(tmp_path_factory):
+    "`herbarium-synth DEST --species 8` (at 48 px): 65 images, 56 of them in the training split"
+    from herbarium_fastai.synth import make_synthetic_dataset
+    dest = tmp_path_factory.mktemp('eight')/'data'
+    make_synthetic_dataset(dest, species=8, size=48, workers=0)
+    return dest
+
+def assert_trained(run, epochs):
+    "`history.csv` has `epochs` rows of real numbers: no epoch ran on zero batches"
+    history = pd.read_csv(run/'history.csv')
+    assert len(history) == epochs and history[['train_loss', 'valid_loss', 'accuracy']].notna().all().all(), history
 
 def _env(): return {**os.environ, 'MPLBACKEND': 'Agg', 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
@@ -83,12 +99,13 @@ def test_same_seed_same_history(flat_dataset, tmp_path):
     pd.testing.assert_frame_equal(*histories)
     assert json.loads((tmp_path/'a'/'config.json').read_text())['seed'] == 7
 
-def test_two_processes_with_accelerate(flat_dataset, tmp_path):
-    "accelerate launch, 2 CPU processes: training completes, both ranks end with the same model, rank 0 alone writes the run"
+def test_two_processes_with_accelerate(eight_species, tmp_path):
+    """accelerate launch, 2 CPU processes, the default batch size on a set smaller than a batch: each rank trains on real
+    batches of its share, both ranks end with the same model, rank 0 alone writes the run"""
     run = tmp_path/'run'
     args = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-            '--mixed_precision', 'no', '--dynamo_backend', 'no', str(LAUNCHER), str(flat_dataset), '--out', str(run),
-            '--epochs', '2', *map(str, TINY)]
+            '--mixed_precision', 'no', '--dynamo_backend', 'no', str(LAUNCHER), str(eight_species), '--out', str(run),
+            *map(str, SMALL_SET)]
     result = subprocess.run(args, capture_output=True, text=True, env={**_env(), 'OMP_NUM_THREADS': '1'}, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = dict(line.split(': ', 1) for line in result.stdout.splitlines() if line.startswith('rank '))
@@ -96,5 +113,30 @@ def test_two_processes_with_accelerate(flat_dataset, tmp_path):
     assert json.loads(ranks['rank 0']) == json.loads(ranks['rank 1'])          # same metrics and same model weights
     metrics = json.loads((run/'metrics.json').read_text())
     assert metrics['world_size'] == 2 and metrics['rank'] == 0
-    assert len(pd.read_csv(run/'history.csv')) == 2                             # one writer: each epoch logged once
+    assert_trained(run, 2)                                                      # one writer: each epoch logged once
     assert (run/'model.pkl').exists() and not list(run.rglob('.*.partial*'))
+    assert 'batch size 64 lowered to 28' in result.stderr                      # 56 images: 28 for each process
+    assert json.loads((run/'config.json').read_text())['options']['bs'] == 28
+
+def test_set_smaller_than_a_batch(eight_species, tmp_path):
+    "The default batch size on 56 training images: trained with a batch of 56 (said in one line, recorded), resumable"
+    run = tmp_path/'run'
+    result = train(eight_species, '--out', run, *SMALL_SET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'note: batch size 64 lowered to 56: the training split has 56 images' in result.stderr
+    assert_trained(run, 2)
+    config = json.loads((run/'config.json').read_text())
+    assert config['options']['bs'] == 56 and config['bs_asked'] == 64
+    before = pd.read_csv(run/'history.csv')
+    result = train('--resume', run)                                             # a finished run: validated and exported again
+    assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_csv(run/'history.csv'), before)
+
+def test_set_with_no_validation_image_is_refused(tmp_path):
+    "Species of 3 images: the split keeps them all in training; refused in one line, nothing written"
+    from herbarium_fastai.synth import make_synthetic_dataset
+    make_synthetic_dataset(tmp_path/'data', species=4, size=32, style='flat', min_per_species=3, max_per_species=3, workers=0)
+    result = train(tmp_path/'data', '--out', tmp_path/'run', *SMALL_SET)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().count('\n') == 0 and 'no validation images' in result.stderr
+    assert not (tmp_path/'run').exists()
