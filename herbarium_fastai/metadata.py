@@ -6,21 +6,24 @@
 __all__ = ['load_metadata', 'metadata_files', 'category_table', 'image_paths']
 
 # %% ../nbs/01_metadata.ipynb #9f006ec8
-import mmap, os, re
+import mmap, os
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from msgspec import UNSET, Raw, Struct
+from msgspec import UNSET
 
-from .core import HerbariumError, MetadataError, write_atomically  # (importing these from here still works)
+from .core import HerbariumError, MetadataError, write_atomically  # noqa: F401 (importing them from here still works)
 from .metadata_cache import _STR, _cache_folder, _cache_path, _cache_soon, _finish_cache_writes, _read_cache, _str_column
-from .metadata_worker import ImageRecord, _ImagesWorker, _log, _use_worker, file_name_problems
+from .metadata_schema import (_BLANK, _KEYS, _MARKERS, _SCHEMAS, _TAXA, _TRAIN_KEYS, _Category,
+                                              _Document, _DocumentRawImages, _DocumentStr, _DocumentStrRawImages, _Image,
+                                              _annotation_name, _detect_year, _explain, _fail, _plural, _read_bytes, _show,
+                                              _string_ids)
+from .metadata_worker import _ImagesWorker, _use_worker, file_name_problems
 
 # %% ../nbs/01_metadata.ipynb #6fb65130
 def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset root, or a metadata JSON file
@@ -40,22 +43,6 @@ def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset ro
         if cache: _cache_soon(cache_path, df, year, split)
     df.attrs.update(root=str(source.parent), year=year, split=split, source=str(source))
     return df
-
-# %% ../nbs/01_metadata.ipynb #9e7e02f2
-def _fail(source, # the file (or folder) the problem is in
-          problem:str, # what is wrong, one line
-         ):
-    "Raise `MetadataError` with the one-line message `source: problem`."
-    raise MetadataError(' '.join(f'{source}: {problem}'.split())) from None
-
-# %% ../nbs/01_metadata.ipynb #cb193f4f
-def _plural(n:int, word:str, plural:str=None)->str:
-    "`n word` with `word` in the plural unless `n == 1`."
-    return f'{n:,} {word if n == 1 else plural or word + "s"}'
-
-def _show(value)->str:
-    "`value` (a numpy scalar too) as it would be written in Python."
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 # %% ../nbs/01_metadata.ipynb #8ed17fb5
 _SPLITS = ('train', 'test')
@@ -95,157 +82,6 @@ def _resolve(path, # split folder, dataset root or JSON file
     named = _split_from_name(file)
     if split and named and split != named: _fail(file, f"split={split!r} asked for, but this is the {named} metadata")
     return file.absolute(), split or named
-
-# %% ../nbs/01_metadata.ipynb #419f8543
-_Image = ImageRecord  # an image record of any year: file_name, id or image_id (shared with `metadata_worker`)
-
-class _Annotation(Struct, gc=False):
-    "An annotation record of any year (2020 calls the institution `region_id`)."
-    image_id:int; category_id:int; institution_id:int=UNSET; region_id:int=UNSET
-
-class _AnnotationStr(_Annotation, gc=False):
-    "An annotation whose `image_id` may be a string (2022)."
-    image_id:int|str
-
-class _Category(Struct, gc=False):
-    "A category record of any year."
-    id:int=UNSET; category_id:int=UNSET; name:str|None=UNSET; scientificName:str|None=UNSET
-    family:str|None=UNSET; genus:str|None=UNSET; order:str|None=UNSET
-
-_MARKERS = ('licenses', 'institutions', 'regions', 'genera', 'distances')  # only looked for, never decoded
-_BLANK = re.compile(rb'\s*')
-
-class _Document(Struct):
-    "A train or test metadata object."
-    images:list[_Image]=UNSET; annotations:list[_Annotation]=UNSET; categories:list[_Category]=UNSET; info:Any=UNSET
-    licenses:Raw=UNSET; institutions:Raw=UNSET; regions:Raw=UNSET; genera:Raw=UNSET; distances:Raw=UNSET
-
-class _DocumentStr(_Document):
-    "A metadata object whose annotations may point at string image ids (2022)."
-    annotations:list[_AnnotationStr]=UNSET
-
-class _DocumentRawImages(_Document):
-    "A metadata object whose images are left raw (a worker process decodes them)."
-    images:Raw=UNSET
-
-class _DocumentStrRawImages(_DocumentStr):
-    "A metadata object with string image ids whose images are left raw."
-    images:Raw=UNSET
-
-def _string_ids(err:Exception)->bool:
-    "Whether msgspec failed only because an annotation's `image_id` is a string."
-    return re.search(r'got `str` - at `\$\.annotations\[\d+\]\.image_id`$', str(err)) is not None
-
-# %% ../nbs/01_metadata.ipynb #33f45a9b
-class _Image2021(Struct):      id:int; file_name:str                                    # also 2020
-class _Image2022(Struct):      image_id:int|str; file_name:str
-class _Annotation2021(Struct): image_id:int; category_id:int; institution_id:int
-class _Annotation2020(Struct): image_id:int; category_id:int; region_id:int
-class _Annotation2022(Struct): image_id:int|str; category_id:int; institution_id:int
-class _Category2021(Struct):   id:int; name:str|None; family:str|None; order:str|None
-class _Category2020(Struct):   id:int; name:str|None; family:str|None; genus:str|None
-class _Category2022(Struct):   category_id:int; scientificName:str|None; family:str|None; genus:str|None
-
-_SCHEMAS = {2020: dict(images=_Image2021, annotations=_Annotation2020, categories=_Category2020),
-            2021: dict(images=_Image2021, annotations=_Annotation2021, categories=_Category2021),
-            2022: dict(images=_Image2022, annotations=_Annotation2022, categories=_Category2022)}
-_TAXA = ('species', 'genus', 'family', 'order')
-_KEYS = {  # output column -> JSON key, per year
-    2020: dict(image_id='id', category_id='id', institution_id='region_id', species='name', genus='genus', family='family'),
-    2021: dict(image_id='id', category_id='id', institution_id='institution_id', species='name', family='family', order='order'),
-    2022: dict(image_id='image_id', category_id='category_id', institution_id='institution_id', species='scientificName',
-               genus='genus', family='family')}
-_TRAIN_KEYS = ('images', 'annotations', 'categories')
-
-# %% ../nbs/01_metadata.ipynb #6e7922b4
-_CHECKS = {int: lambda v: type(v) is int, str: lambda v: type(v) is str,
-           str|None: lambda v: v is None or type(v) is str, int|str: lambda v: type(v) in (int, str)}
-_TYPE_NAMES = {int: 'an integer', str: 'a string', str|None: 'a string', int|str: 'an integer or a string'}
-
-def _lenient(record):
-    "A struct with `record`'s keys, each optional and of any type."
-    return msgspec.defstruct(f'_Lenient{record.__name__}', [(f.encode_name, Any, UNSET) for f in msgspec.structs.fields(record)])
-
-def _msgspec_problem(section:str, err:Exception)->str:
-    "msgspec's ``... - at `$[3].id` `` as `section[3].id: ...`."
-    m = re.match(r'(.*) - at `\$(.*)`$', str(err))
-    return f'{section}{m.group(2)}: {m.group(1)}' if m else f'{section}: {err}'
-
-def _record_error(source, section:str, raw, record, err:Exception):
-    "Raise a `MetadataError` that says what is wrong with the records of `section`."
-    try: recs = msgspec.json.decode(raw, type=list[_lenient(record)])
-    except msgspec.ValidationError as e:
-        if str(e).startswith('Expected `array`'): _fail(source, f"'{section}' must be a JSON array, {str(e).split(', ')[-1]}")
-        _fail(source, _msgspec_problem(section, e))
-    what = dict(images='image', annotations='annotation', categories='category').get(section, section) + ' record'
-    for f in msgspec.structs.fields(record):
-        get = attrgetter(f.encode_name)
-        missing = [i for i, r in enumerate(recs) if get(r) is UNSET]
-        if missing: _fail(source, f"required key '{f.encode_name}' is missing in {_plural(len(missing), what)} "
-                                  f"(first: {section}[{missing[0]}])")
-        ok = _CHECKS[f.type]
-        bad = [i for i, r in enumerate(recs) if not ok(get(r))]
-        if bad: _fail(source, f"'{f.encode_name}' is not {_TYPE_NAMES[f.type]} in {_plural(len(bad), what)} "
-                              f"(first: {section}[{bad[0]}] = {get(recs[bad[0]])!r})")
-    _fail(source, _msgspec_problem(section, err))
-
-def _records(source, section:str, raw, record)->list:
-    "Decode the JSON array `raw` strictly into a list of `record` structs."
-    try: return msgspec.json.decode(raw, type=list[record])
-    except msgspec.ValidationError as e: _record_error(source, section, raw, record, e)
-
-# %% ../nbs/01_metadata.ipynb #a2c5af8a
-def _detect_year(source, present:set, category_keys:set, info, latin1:bool)->int:
-    "The Herbarium year of a metadata object, from its top-level keys and the keys of its first category."
-    if present & {'genera', 'distances'} or category_keys & {'scientificName', 'category_id'}: return 2022
-    if 'regions' in present or 'genus' in category_keys: return 2020
-    if 'institutions' in present or 'order' in category_keys: return 2021
-    if not category_keys:  # a 2020/2021 test file has only images, info, licenses
-        year = info.get('year') if isinstance(info, dict) else None
-        if str(year) in ('2020', '2021'): return int(year)
-        return 2020 if latin1 else 2021
-    _fail(source, "cannot tell the Herbarium year: the categories have neither 'order' (2021), 'genus' (2020) "
-                  "nor 'scientificName' (2022)")
-
-# %% ../nbs/01_metadata.ipynb #9e39bb09
-class _RawDocument(Struct):
-    "A metadata object with every section left raw."
-    images:Raw=UNSET; annotations:Raw=UNSET; categories:Raw=UNSET; info:Raw=UNSET
-    licenses:Raw=UNSET; institutions:Raw=UNSET; regions:Raw=UNSET; genera:Raw=UNSET; distances:Raw=UNSET
-
-def _read_bytes(source:Path, latin1:bool)->bytes:
-    "The bytes of `source`, transcoded from latin-1 to UTF-8 if `latin1`."
-    try: data = source.read_bytes()
-    except OSError as e: _fail(source, f'cannot read the file ({e.strerror})')
-    return data.decode('latin-1').encode('utf-8') if latin1 else data
-
-def _raw_document(source, data:bytes)->_RawDocument:
-    try: return msgspec.json.decode(data, type=_RawDocument)
-    except msgspec.ValidationError as e: _fail(source, f'the top level must be a JSON object or array, {str(e).split(", ")[-1]}')
-    except msgspec.DecodeError as e: _fail(source, f'not valid JSON ({e})')
-
-def _explain(source:Path, split:str|None, latin1:bool, problem:str='a record does not have what its year needs'):
-    "Read `source` again strictly and raise the `MetadataError` that says what is wrong with it."
-    data = _read_bytes(source, latin1)
-    if data[_BLANK.match(data).end():][:1] == b'[':
-        _records(source, 'images', data, _Image2022)
-        _fail(source, problem)
-    doc = _raw_document(source, data)
-    present = {k for k in _RawDocument.__struct_fields__ if getattr(doc, k) is not UNSET}
-    cats = msgspec.json.decode(doc.categories) if doc.categories is not UNSET else None
-    keys = set(cats[0]) if isinstance(cats, list) and cats and isinstance(cats[0], dict) else set()
-    info = msgspec.json.decode(doc.info) if doc.info is not UNSET else None
-    year = _detect_year(source, present, keys, info, latin1)
-    for section, record in _SCHEMAS[year].items():
-        if getattr(doc, section) is not UNSET: _records(source, section, getattr(doc, section), record)
-    _fail(source, problem)
-
-class _AnnotationId(Struct): id:Any=UNSET
-
-def _annotation_name(source:Path, latin1:bool, i:int)->str:
-    "How to name the `i`th annotation in a message: by its id when it has one (2020/2021), else by position."
-    ann = msgspec.json.decode(_raw_document(source, _read_bytes(source, latin1)).annotations, type=list[_AnnotationId])[i]
-    return f'annotations[{i}]' if ann.id is UNSET else f'annotation id {ann.id!r}'
 
 # %% ../nbs/01_metadata.ipynb #88177012
 def _ints(source, section:str, recs:list, key:str, explain)->np.ndarray:
