@@ -283,8 +283,7 @@ def train(learn,           # from `herbarium_learner`
     if len(learn.dls.train) == 0:  # fastai would log nan losses (and lr_find divide by zero)
         raise HerbariumError(f"the training DataLoader has no batch: {len(learn.dls.train_ds)} images, batch size {learn.dls.bs} "
                              "(the last incomplete batch is dropped); use a smaller batch size")
-    sizes = list(sizes or [None])
-    phases = training_phases(epochs, freeze_epochs, sizes)
+    phases = training_phases(epochs, freeze_epochs, list(sizes or [None]))
     history = out/'history.csv'
     if resume is None:
         if lr is None:
@@ -295,13 +294,7 @@ def train(learn,           # from `herbarium_learner`
             lr = find_learning_rate(learn, out/'lr_find.png', num_it=lr_find_iters)
         if main and history.exists(): history.unlink()
         start_phase, start_epoch, best = 0, 0, None
-    else:
-        lr, start_phase, start_epoch, best = resume['lr'], resume['phase'], resume['phase_epoch'], resume['best']
-        if main: keep_history(history, resume['epoch'])
-        get_model(learn.model).load_state_dict(resume['model'])
-        _set_frozen(learn, phases[start_phase]['frozen'])
-        if learn.opt is None: learn.create_opt()
-        learn.opt.load_state_dict({**resume['opt'], 'hypers': L(resume['opt']['hypers'])})
+    else: lr, start_phase, start_epoch, best = _restore(learn, resume, phases, history)
     extra_cbs = list(cbs or []) + ([GradientAccumulation(learn.dls.bs * accumulate)] if accumulate > 1 else [])
     offset = sum(p['epochs'] for p in phases[:start_phase])
     for i, phase in enumerate(phases):
@@ -313,16 +306,31 @@ def train(learn,           # from `herbarium_learner`
             _set_frozen(learn, phase['frozen'])
             run_cbs = extra_cbs + [RunHistory(history, epoch_offset=offset)]
             if checkpoints: run_cbs.append(RunCheckpoint(out/'checkpoints', monitor, phase=i, epoch_offset=offset, best=best, extra=dict(lr=float(lr))))
-            # fastai's fine_tune recipe: the head alone at `lr`, then the whole model at half of it with lower body rates
-            if phase['frozen']: learn.fit_one_cycle(phase['epochs'], slice(lr), pct_start=0.99, start_epoch=first, cbs=run_cbs)
-            elif freeze_epochs: learn.fit_one_cycle(phase['epochs'], slice(lr / 200, lr / 2), div=5., start_epoch=first, cbs=run_cbs)
-            else: learn.fit_one_cycle(phase['epochs'], lr, start_epoch=first, cbs=run_cbs)
+            _fit_one_cycle(learn, phase, lr, bool(freeze_epochs), first, run_cbs)
             if checkpoints: best = run_cbs[-1].best
         offset += phase['epochs']
+    return _final_metrics(learn, lr)
+
+def _restore(learn, resume, phases, history)->tuple:
+    "Put `learn` back where the checkpoint `resume` left it; returns its learning rate, phase, epoch in the phase and best value"
+    if not rank_distrib(): keep_history(history, resume['epoch'])
+    get_model(learn.model).load_state_dict(resume['model'])
+    _set_frozen(learn, phases[resume['phase']]['frozen'])
+    if learn.opt is None: learn.create_opt()
+    learn.opt.load_state_dict({**resume['opt'], 'hypers': L(resume['opt']['hypers'])})
+    return resume['lr'], resume['phase'], resume['phase_epoch'], resume['best']
+
+def _fit_one_cycle(learn, phase, lr, pretrained, start_epoch, cbs):
+    "One phase of the run: fastai's fine_tune recipe for a pretrained body (the head alone at `lr`, then everything at half of it with lower body rates), else plain one-cycle"
+    if phase['frozen']: learn.fit_one_cycle(phase['epochs'], slice(lr), pct_start=0.99, start_epoch=start_epoch, cbs=cbs)
+    elif pretrained: learn.fit_one_cycle(phase['epochs'], slice(lr / 200, lr / 2), div=5., start_epoch=start_epoch, cbs=cbs)
+    else: learn.fit_one_cycle(phase['epochs'], lr, start_epoch=start_epoch, cbs=cbs)
+
+def _final_metrics(learn, lr)->dict:
+    "The validation loss and metrics after the last epoch (a resumed run with nothing left to fit: validated now)"
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     logged = vars(learn.recorder).get('values')  # (set by fastai's before_fit: absent when nothing was fit here)
-    ran = logged and len(logged[-1]) > 1
-    values = logged[-1][1:] if ran else learn.validate()  # resumed after the last epoch: nothing left to fit
+    values = logged[-1][1:] if logged and len(logged[-1]) > 1 else learn.validate()
     return dict(zip(names, map(float, values)), lr=float(lr))
 
 def load_checkpoint(run, # a run folder (holding `checkpoints/last.pth`) or a checkpoint file

@@ -186,6 +186,38 @@ def _prepare_dest(dest, overwrite):
     for p in old: shutil.rmtree(p) if p.is_dir() else p.unlink()
     return dest
 
+# %% ../nbs/02_synth.ipynb #e3e3cb85
+def _image_records(taxa, counts, test_per_species, test_id_start, seed)->tuple:
+    "The train and test image records (Kaggle-like ids, file names, institutions, licenses) of a synthetic dataset"
+    rng, species = np.random.default_rng([seed, 2]), len(taxa)
+    n_train, n_test = int(counts.sum()), species * test_per_species
+    train_ids = rng.choice(max(2_500_000, 20 * n_train), n_train, replace=False) + 100_000
+    sp_of = np.repeat(np.arange(species), counts)
+    inst = rng.choice(len(INSTITUTIONS), n_train, p=_INSTITUTION_WEIGHTS)
+    lic = rng.integers(0, len(LICENSES), n_train)
+    test_sp = rng.permutation(np.repeat(np.arange(species), test_per_species))
+    test_inst = rng.choice(len(INSTITUTIONS), n_test, p=_INSTITUTION_WEIGHTS)
+    test_lic = rng.integers(0, len(LICENSES), n_test)
+    train = [dict(image_id=int(i), category_id=taxa[s]['id'], file_name=kaggle_train_file_name(taxa[s]['id'], int(i)),
+                  institution_id=int(n), license=int(l), sp=int(s)) for i, s, n, l in zip(train_ids, sp_of, inst, lic)]
+    test = [dict(image_id=test_id_start + k, category_id=taxa[s]['id'], file_name=kaggle_test_file_name(test_id_start + k),
+                 institution_id=int(n), license=int(l), sp=int(s)) for k, (s, n, l) in enumerate(zip(test_sp, test_inst, test_lic))]
+    return train, test
+
+def _write_metadata(dest, taxa, train, test, shape, info):
+    "Write the Kaggle 2021 metadata files of a synthetic dataset, with `sample_submission.csv` and `test_labels.csv`"
+    image = lambda r: {'id': r['image_id'], 'width': shape[0], 'height': shape[1], 'file_name': r['file_name'], 'license': r['license']}
+    by_label = sorted(train, key=lambda r: (r['category_id'], r['image_id']))
+    meta = {'annotations': [{'id': k, 'image_id': r['image_id'], 'category_id': r['category_id'],
+                             'institution_id': r['institution_id']} for k, r in enumerate(by_label)],
+            'categories': [{'id': c['id'], 'name': c['name'], 'family': c['family'], 'order': c['order']} for c in taxa],
+            'images': [image(r) for r in sorted(train, key=lambda r: r['image_id'])], 'info': info,
+            'institutions': [{'id': i, 'name': n} for i, n in enumerate(INSTITUTIONS)], 'licenses': list(LICENSES)}
+    write_json(dest/'train'/'metadata.json', meta, indent=None)
+    write_json(dest/'test'/'metadata.json', {'images': [image(r) for r in test], 'info': info, 'licenses': list(LICENSES)}, indent=None)
+    write_csv(dest/'sample_submission.csv', [(r['image_id'], 0) for r in test], header=('Id', 'Predicted'))
+    write_csv(dest/'test_labels.csv', [(r['image_id'], r['category_id']) for r in test], header=('Id', 'category_id'))
+
 # %% ../nbs/02_synth.ipynb #6cbb8cd5
 def make_synthetic_dataset(
     dest, # folder to write into (created if missing)
@@ -211,21 +243,8 @@ def make_synthetic_dataset(
     taxa = make_taxonomy(species, seed)
     counts = species_counts(species, seed, min_per_species, max_per_species, tail)
     dest = _prepare_dest(dest, overwrite)
-    rng = np.random.default_rng([seed, 2])
-    n_train, n_test = int(counts.sum()), species * test_per_species
-    lo = 100_000
-    train_ids = rng.choice(max(2_500_000, 20 * n_train), n_train, replace=False) + lo
-    sp_of = np.repeat(np.arange(species), counts)
-    inst = rng.choice(len(INSTITUTIONS), n_train, p=_INSTITUTION_WEIGHTS)
-    lic = rng.integers(0, len(LICENSES), n_train)
-    test_sp = rng.permutation(np.repeat(np.arange(species), test_per_species))
-    test_inst = rng.choice(len(INSTITUTIONS), n_test, p=_INSTITUTION_WEIGHTS)
-    test_lic = rng.integers(0, len(LICENSES), n_test)
-    w, h = sheet_size(size)
-    train = [dict(image_id=int(i), category_id=taxa[s]['id'], file_name=kaggle_train_file_name(taxa[s]['id'], int(i)),
-                  institution_id=int(n), license=int(l), sp=int(s)) for i, s, n, l in zip(train_ids, sp_of, inst, lic)]
-    test = [dict(image_id=test_id_start + k, category_id=taxa[s]['id'], file_name=kaggle_test_file_name(test_id_start + k),
-                 institution_id=int(n), license=int(l), sp=int(s)) for k, (s, n, l) in enumerate(zip(test_sp, test_inst, test_lic))]
+    train, test = _image_records(taxa, counts, test_per_species, test_id_start, seed)
+    n_train, n_test = len(train), len(test)
     jobs = [(f"train/{r['file_name']}", r['sp'], 0, r['image_id'], r['institution_id']) for r in train]
     jobs += [(f"test/{r['file_name']}", r['sp'], 1, r['image_id'], r['institution_id']) for r in test]
     for d in sorted({str(Path(j[0]).parent) for j in jobs}): (dest/d).mkdir(parents=True, exist_ok=True)
@@ -235,20 +254,7 @@ def make_synthetic_dataset(
     start = time.perf_counter()
     _render_all(jobs, state, workers, chunk)
     seconds = time.perf_counter() - start
-    image = lambda r: {'id': r['image_id'], 'width': w, 'height': h, 'file_name': r['file_name'], 'license': r['license']}
-    by_label = sorted(train, key=lambda r: (r['category_id'], r['image_id']))
-    meta = {'annotations': [{'id': k, 'image_id': r['image_id'], 'category_id': r['category_id'],
-                             'institution_id': r['institution_id']} for k, r in enumerate(by_label)],
-            'categories': [{'id': c['id'], 'name': c['name'], 'family': c['family'], 'order': c['order']} for c in taxa],
-            'images': [image(r) for r in sorted(train, key=lambda r: r['image_id'])],
-            'info': _info(seed, style),
-            'institutions': [{'id': i, 'name': n} for i, n in enumerate(INSTITUTIONS)],
-            'licenses': list(LICENSES)}
-    write_json(dest/'train'/'metadata.json', meta, indent=None)
-    write_json(dest/'test'/'metadata.json', {'images': [image(r) for r in test], 'info': _info(seed, style), 'licenses': list(LICENSES)},
-               indent=None)
-    write_csv(dest/'sample_submission.csv', [(r['image_id'], 0) for r in test], header=('Id', 'Predicted'))
-    write_csv(dest/'test_labels.csv', [(r['image_id'], r['category_id']) for r in test], header=('Id', 'category_id'))
+    _write_metadata(dest, taxa, train, test, sheet_size(size), _info(seed, style))
     return dict(dest=dest, train_metadata=dest/'train'/'metadata.json', test_metadata=dest/'test'/'metadata.json',
                 sample_submission=dest/'sample_submission.csv', test_labels=dest/'test_labels.csv',
                 species=species, families=len({c['family'] for c in taxa}), orders=len({c['order'] for c in taxa}),
