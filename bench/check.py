@@ -18,7 +18,7 @@ from herbarium_fastai.data import check_images
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--images', type=int, default=226_000)
-    p.add_argument('--per_folder', type=int, default=35)
+    p.add_argument('--per-folder', type=int, default=35)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='herbarium-check-'))
     try:

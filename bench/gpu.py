@@ -1,7 +1,7 @@
 """GPU throughput of our training recipe against a plain AMP + channels_last loop, and how long the GPU waits for data.
 
     python bench/gpu.py                      # on a lent GPU: resnet34 at 224 px; about 2-3 minutes on an H100
-    python bench/gpu.py --device cpu --images 64 --size 32 --bs 8 --species 4 --plain_steps 4 --arch resnet18   # smoke test
+    python bench/gpu.py --device cpu --images 64 --size 32 --bs 8 --species 4 --plain-steps 4 --arch resnet18   # smoke test
 
 1. Writes synthetic herbarium sheets already presized (longest side 1.5 x size, as our DataBlock resizes them).
 2. Ours: `herbarium_dataloaders` (JPEG decode + per-item resize in `--workers` processes, pinned memory, batch
@@ -34,7 +34,7 @@ def parse():
     p.add_argument('--species', type=int, default=200); p.add_argument('--epochs', type=int, default=2)
     p.add_argument('--workers', type=int, default=os.cpu_count(), help='DataLoader processes (our default: all cores)')
     p.add_argument('--warmup', type=int, default=5, help='first steps left out of the timings (cudnn autotuning)')
-    p.add_argument('--plain_steps', type=int, default=60); p.add_argument('--dest', default=None, help='dataset folder (default: a temp folder)')
+    p.add_argument('--plain-steps', type=int, default=60); p.add_argument('--data', default=None, help='dataset folder (default: a temp folder)')
     return p.parse_args()
 
 class StepClock(Callback):
@@ -60,7 +60,7 @@ def main():
     cuda = device.type == 'cuda'
     if cuda: torch.backends.cudnn.benchmark = True
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    dest = Path(args.dest or tempfile.mkdtemp(prefix='herbarium-gpu-bench-'))/'data'
+    dest = Path(args.data or tempfile.mkdtemp(prefix='herbarium-gpu-bench-'))/'data'
     per_species = max(3, args.images // args.species)
     if not (dest/'train'/'metadata.json').exists():
         made = make_synthetic_dataset(dest, species=args.species, size=int(args.size * 1.5), min_per_species=per_species,

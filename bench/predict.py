@@ -3,7 +3,7 @@
 
 A 64,500-class resnet34 (random weights, the safe model format) predicts 1,000 and 10,000 small test
 images, each run in a fresh process so that its peak RSS is its own. get_preds keeps every probability
-(images x classes floats); predict_top_k keeps k per image. Prints seconds, images/s and peak RSS side by
+(images x classes floats); predict_metadata keeps k per image. Prints seconds, images/s and peak RSS side by
 side, the growth of peak memory from the smallest to the largest run, and whether the targets hold:
 ours grows <= 1.2x from 1k to 10k images and stays below get_preds'.
 
@@ -36,12 +36,12 @@ def make_inputs(folder, n_images, classes, size, arch):
 def measure(folder, method, n_images, bs):
     "Run in a child process: predict the first `n_images` test images with `method`; print JSON"
     from herbarium_fastai.data import with_paths
-    from herbarium_fastai.inference import load_model, predict_top_k
+    from herbarium_fastai.inference import load_model, predict_metadata
     from herbarium_fastai.metadata import load_metadata
     learn = load_model(folder/'model', cpu=True)
     test_df = load_metadata(folder/'test', cache=False).iloc[:n_images]
     start = time.perf_counter()
-    if method == 'ours': top1 = predict_top_k(learn, test_df, k=5, bs=bs, num_workers=0).category_id.to_numpy()
+    if method == 'ours': top1 = predict_metadata(learn, test_df, k=5, bs=bs, num_workers=0).category_id.to_numpy()
     else:
         dl = learn.dls.test_dl(with_paths(test_df), bs=bs, num_workers=0)
         probs, _ = learn.get_preds(dl=dl)
@@ -73,7 +73,7 @@ def main():
                 out = out.stdout
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     by = {(r['method'], r['images']): r for r in rows}
-    print(f"predict_top_k (k=5) vs learn.get_preds: {args.arch}, {args.classes:,} classes, {args.size} px, batch {args.bs}, "
+    print(f"predict_metadata (k=5) vs learn.get_preds: {args.arch}, {args.classes:,} classes, {args.size} px, batch {args.bs}, "
           f"CPU ({os.cpu_count()} cores), each run a fresh process\n")
     print(f"{'images':>7} | {'ours s':>7} {'img/s':>7} {'peak MB':>8} | {'get_preds s':>11} {'img/s':>7} {'peak MB':>8} | {'memory ours/get_preds':>21} {'speed ours/get_preds':>20}")
     for n in counts:

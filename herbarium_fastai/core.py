@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['HerbariumError', 'MetadataError', 'one_line_message', 'is_temporary', 'write_atomically', 'write_json', 'write_csv',
-           'process_map', 'cache_folder', 'cpu_count']
+           'process_map', 'cache_folder', 'cpu_count', 'renamed']
 
 # %% ../nbs/00_core.ipynb #2fa6fb21
-import csv, io, json, os, re, threading
+import csv, functools, io, json, os, re, threading, warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -104,3 +104,15 @@ def cpu_count()->int:
     "How many CPUs this process may use (its affinity mask, not the machine's count)"
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
+
+# %% ../nbs/00_core.ipynb #eebfa7f3
+def renamed(func,     # the function under its new name
+            old:str,  # its old name
+           ):
+    "`func` under its `old` name, for one release: each call warns that it is now `func.__name__`"
+    @functools.wraps(func)
+    def under_old_name(*args, **kwargs):
+        warnings.warn(f"{old} is now {func.__name__}; the old name goes in the next release", FutureWarning, stacklevel=2)
+        return func(*args, **kwargs)
+    under_old_name.__name__ = under_old_name.__qualname__ = old
+    return under_old_name

@@ -21,7 +21,7 @@ from .core import HerbariumError, MetadataError, write_atomically  # noqa: F401 
 from .metadata_cache import _STR, _cache_folder, _cache_path, _cache_soon, _finish_cache_writes, _read_cache, _str_column
 from .metadata_schema import (_BLANK, _KEYS, _MARKERS, _SCHEMAS, _TAXA, _TRAIN_KEYS, _Category,
                                               _Document, _DocumentRawImages, _DocumentStr, _DocumentStrRawImages, _Image,
-                                              _annotation_name, _detect_year, _explain, _fail, _plural, _read_bytes, _show,
+                                              _annotation_name, _detect_year, _explain, _fail, _plural, _read_bytes, _as_python,
                                               _string_ids)
 from .metadata_worker import _ImagesWorker, _use_worker, file_name_problems
 
@@ -39,7 +39,7 @@ def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset ro
     if hit: df, year, split = hit
     else:
         columns, year, split = _parse_file(source, split, parallel)
-        df = _frame(columns)
+        df = _frame_from_columns(columns)
         if cache: _cache_soon(cache_path, df, year, split)
     df.attrs.update(root=str(source.parent), year=year, split=split, source=str(source))
     return df
@@ -84,13 +84,13 @@ def _resolve(path, # split folder, dataset root or JSON file
     return file.absolute(), split or named
 
 # %% ../nbs/01_metadata.ipynb #88177012
-def _ints(source, section:str, recs:list, key:str, explain)->np.ndarray:
+def _int_array(source, section:str, recs:list, key:str, explain)->np.ndarray:
     "The integers `key` of `recs` as int64 (`explain` if one is missing)."
     try: return np.fromiter(map(attrgetter(key), recs), np.int64, len(recs))
     except TypeError: explain()
     except OverflowError: _fail(source, f"'{key}' in {section} has a value outside the 64-bit integer range")
 
-def _ids(source, section:str, recs:list, key:str, year:int, explain)->np.ndarray:
+def _id_array(source, section:str, recs:list, key:str, year:int, explain)->np.ndarray:
     "The ids `key` of `recs`: int64, or (2022 only) an object array of str when some ids are strings."
     values = list(map(attrgetter(key), recs))
     kinds = set(map(type, values))
@@ -116,9 +116,9 @@ def _duplicate_error(source, ids:np.ndarray, what:str):
     index = pd.Index(ids)
     n, i = _problem(index.duplicated())
     first = int(np.flatnonzero(index == ids[i])[0])
-    _fail(source, f"{_plural(n, 'duplicate ' + what + ' id')} (first: {what} id {_show(ids[i])} at {what}s[{first}] and {what}s[{i}])")
+    _fail(source, f"{_plural(n, 'duplicate ' + what + ' id')} (first: {what} id {_as_python(ids[i])} at {what}s[{first}] and {what}s[{i}])")
 
-def _find(source, ids:np.ndarray, what:str):
+def _row_lookup(source, ids:np.ndarray, what:str):
     "A function mapping keys to their row in `ids` (-1 where absent); fails on duplicate ids."
     n = len(ids)
     if ids.dtype.kind == 'i' and n:
@@ -149,7 +149,7 @@ def _check_file_names(source, ids:np.ndarray, names:pa.Array, raw:bytes):
     "Refuse empty or absolute file names and any with a `..` component."
     for mask, problem in _bad_names(names, raw):
         n, i = _problem(mask)
-        if n: _fail(source, f"{_plural(n, 'image has', 'images have')} {problem} (first: image id {_show(ids[i])} -> {names[i].as_py()!r})")
+        if n: _fail(source, f"{_plural(n, 'image has', 'images have')} {problem} (first: image id {_as_python(ids[i])} -> {names[i].as_py()!r})")
 
 def _names_array(names:list)->tuple:
     "`names` (a list of str) as an arrow large_string array, and the bytes of all of them back to back."
@@ -196,8 +196,8 @@ def _image_columns(source, images, year:int, explain)->tuple:
         if images['names_checked']: return ids, names  # the worker found nothing wrong with them
     else:
         if not images: _fail(source, "'images' is empty")
-        ids = (_ids(source, 'images', images, 'image_id', year, explain) if year == 2022 else
-               _ints(source, 'images', images, 'id', explain))
+        ids = (_id_array(source, 'images', images, 'image_id', year, explain) if year == 2022 else
+               _int_array(source, 'images', images, 'id', explain))
         names, raw = _names_array(list(map(attrgetter('file_name'), images)))
     _check_file_names(source, ids, names, raw)
     return ids, names
@@ -205,7 +205,7 @@ def _image_columns(source, images, year:int, explain)->tuple:
 def _test_columns(source, images:list, year:int, prefix:str, explain)->dict:
     "The columns of test metadata: `image_id`, `file_name`."
     ids, names = _image_columns(source, images, year, explain)
-    _find(source, ids, 'image')
+    _row_lookup(source, ids, 'image')
     return dict(image_id=_id_column(ids), file_name=_str_column(_prefixed(names, prefix)))
 
 def _category_columns(source, categories:list, year:int, explain)->tuple:
@@ -214,7 +214,7 @@ def _category_columns(source, categories:list, year:int, explain)->tuple:
     keys, required = _KEYS[year], _SCHEMAS[year]['categories'].__struct_fields__
     for k in required:
         if any(v is UNSET for v in map(attrgetter(k), categories)): explain()
-    ids = _ints(source, 'categories', categories, keys['category_id'], explain)
+    ids = _int_array(source, 'categories', categories, keys['category_id'], explain)
     return ids, {t: _taxon_codes([getattr(c, keys[t]) for c in categories] if t in keys else None) for t in _TAXA}
 
 def _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation):
@@ -223,30 +223,30 @@ def _check_annotations(source, image_ids, image_row, ann_image, ann_category, ca
                                    (category_row < 0, 'categories', 'category_id', ann_category)]:
         n, i = _problem(bad)
         if n: _fail(source, f"{_plural(n, 'annotation points', 'annotations point')} at unknown {what} "
-                            f"(first: {name_annotation(i)} -> {key} {_show(values[i])})")
+                            f"(first: {name_annotation(i)} -> {key} {_as_python(values[i])})")
     per_image = np.bincount(image_row, minlength=len(image_ids))
     n, i = _problem(per_image > 1)
     if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} more than one annotation "
-                        f"(first: image id {_show(image_ids[i])} has {per_image[i]})")
+                        f"(first: image id {_as_python(image_ids[i])} has {per_image[i]})")
     n, i = _problem(per_image == 0)
-    if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} no annotation (first: image id {_show(image_ids[i])})")
+    if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} no annotation (first: image id {_as_python(image_ids[i])})")
 
 def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_annotation)->dict:
     "The columns of train metadata, labels joined on annotation.image_id == image id."
     keys = _KEYS[year]
     category_ids, taxa = _category_columns(source, doc.categories, year, explain)
     anns, doc.annotations = doc.annotations, UNSET
-    ann_image = (_ids(source, 'annotations', anns, 'image_id', year, explain) if year == 2022 else
-                 _ints(source, 'annotations', anns, 'image_id', explain))
-    ann_category = _ints(source, 'annotations', anns, 'category_id', explain)
-    ann_institution = _ints(source, 'annotations', anns, keys['institution_id'], explain)
+    ann_image = (_id_array(source, 'annotations', anns, 'image_id', year, explain) if year == 2022 else
+                 _int_array(source, 'annotations', anns, 'image_id', explain))
+    ann_category = _int_array(source, 'annotations', anns, 'category_id', explain)
+    ann_institution = _int_array(source, 'annotations', anns, keys['institution_id'], explain)
     del anns
-    category_row = _find(source, category_ids, 'category')(ann_category)
+    category_row = _row_lookup(source, category_ids, 'category')(ann_category)
     images, doc.images = doc.images, UNSET  # (a worker's images are waited for only now)
     image_ids, names = _image_columns(source, images, year, explain)
     del images
     image_ids, ann_image = _same_id_kind(image_ids, ann_image)
-    image_row = _find(source, image_ids, 'image')(ann_image)
+    image_row = _row_lookup(source, image_ids, 'image')(ann_image)
     _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation)
     ann_of_image = np.empty(len(image_ids), np.int64); ann_of_image[image_row] = np.arange(len(image_row))
     rows = category_row[ann_of_image]
@@ -257,7 +257,7 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
 # %% ../nbs/01_metadata.ipynb #ac19ca7c
 def _parse(source:Path, split:str|None, latin1:bool=False, parallel:bool|None=None)->tuple:
     "Columns, year and split of the metadata file `source` (`split`: the one expected, or None), read as UTF-8 or `latin1`."
-    data, identity = (_read_bytes(source, latin1=True), None) if latin1 else _map(source)
+    data, identity = (_read_bytes(source, latin1=True), None) if latin1 else _map_file(source)
     start = _BLANK.match(data).end()
     if start == len(data): _fail(source, 'empty file, not JSON')
     bare = data[start:start + 1] == b'['  # 2022 test_metadata.json is a bare list of images
@@ -301,7 +301,7 @@ def _parse_document(source:Path, split:str|None, latin1:bool, holder:list, bare:
     name_annotation = lambda i: _annotation_name(source, latin1, i)
     return _train_columns(source, doc, year, prefix, explain, name_annotation), year, split
 
-def _map(source:Path)->tuple:
+def _map_file(source:Path)->tuple:
     "The bytes of `source`, memory-mapped (read into memory where it cannot be mapped), and the file's identity if mapped."
     try:
         with open(source, 'rb') as f:
@@ -321,7 +321,7 @@ def _invalid_utf8(err:Exception)->bool:
     "Whether `err` says the bytes are not UTF-8: a `UnicodeDecodeError` (msgspec before 0.23), or a `msgspec.DecodeError` saying so"
     return isinstance(err, UnicodeDecodeError) or (isinstance(err, msgspec.DecodeError) and 'UTF-8' in str(err))
 
-def _frame(columns:dict, **attrs)->pd.DataFrame:
+def _frame_from_columns(columns:dict, **attrs)->pd.DataFrame:
     "A DataFrame of `columns` (not copied) with `attrs`."
     df = pd.DataFrame(columns, copy=False)
     df.attrs.update(attrs)

@@ -60,7 +60,7 @@ def _read_cache(path:Path):
         warnings.warn(f'ignoring unreadable metadata cache {path}: {e}')
         return None
 
-def _view(base:np.ndarray, array:pa.Array, dtype)->np.ndarray:
+def _writable_view(base:np.ndarray, array:pa.Array, dtype)->np.ndarray:
     "The values of the null-free fixed-width `array` as a writable numpy view of `base` (the copy-on-write mapping it lies in)."
     # arrow hands out read-only numpy views only, and pandas writes into its columns in place: over a copy-on-write
     # mapping a view can be writable without touching the file, so the frame needs no copy at all
@@ -76,9 +76,9 @@ def _table_frame(table:pa.Table, base:np.ndarray)->pd.DataFrame:
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)  # (one chunk: no copy)
         if pa.types.is_dictionary(column.type):
             indices, dtype = column.indices, column.type.index_type.to_pandas_dtype()
-            codes = (np.array(pc.fill_null(indices, -1).to_numpy(), dtype) if indices.null_count else _view(base, indices, dtype))
+            codes = (np.array(pc.fill_null(indices, -1).to_numpy(), dtype) if indices.null_count else _writable_view(base, indices, dtype))
             columns[name] = pd.Categorical.from_codes(codes, categories=pd.Index(_str_column(column.dictionary)), validate=False)
-        elif pa.types.is_integer(column.type): columns[name] = _view(base, column, np.int64)
+        elif pa.types.is_integer(column.type): columns[name] = _writable_view(base, column, np.int64)
         else: columns[name] = _str_column(column)
     return pd.DataFrame(columns, copy=False)
 

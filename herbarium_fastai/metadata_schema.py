@@ -30,7 +30,7 @@ def _plural(n:int, word:str, plural:str=None)->str:
     "`n word` with `word` in the plural unless `n == 1`."
     return f'{n:,} {word if n == 1 else plural or word + "s"}'
 
-def _show(value)->str:
+def _as_python(value)->str:
     "`value` (a numpy scalar too) as it would be written in Python."
     return repr(value.item() if isinstance(value, np.generic) else value)
 

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TRAINING', 'DEMO', 'DEMO_TRAINING', 'training_defaults', 'demo_dataset', 'run_config', 'versions', 'model_sha256',
-           'training_table', 'open_run_folder', 'fit_run', 'finish_run', 'train_run', 'resume_run', 'predict_run',
-           'export_run', 'check_run']
+           'training_table', 'open_run_folder', 'fit_run', 'finish_run', 'train_run_folder', 'resume_run_folder',
+           'predict_submission', 'export_safe_model', 'check_dataset']
 
 # %% ../nbs/06_runs.ipynb #c048803c
 import hashlib, json, sys, time
@@ -19,10 +19,10 @@ from . import __version__
 from .core import HerbariumError, cache_folder, write_json
 from .data import (check_images, fit_batch_size, herbarium_dataloaders, long_tail_split, save_split,
                                    subset_metadata, write_problems)
-from .inference import (check_submission, choose_prior_strength, load_model, predict_top_k, save_safe_model,
+from .inference import (check_submission, choose_prior_strength, load_model, predict_metadata, save_safe_model,
                                         score_submission, submission_frame, top_k_table, write_submission)
 from .learner import (broadcast_from_rank0, default_freeze_epochs, distributed, export_learner,
-                                      find_learning_rate, herbarium_learner, load_checkpoint, single_process, train)
+                                      find_learning_rate, herbarium_learner, load_checkpoint, single_process, train_learner)
 from .metadata import load_metadata, metadata_files
 from .report import valid_predictions, write_report
 from .synth import make_synthetic_dataset
@@ -127,7 +127,7 @@ def fit_run(learn,              # from `herbarium_learner`
             with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=options['lr_find_iters'])
     with distributed(learn):  # under `accelerate launch`: DDP through Accelerate
         if world > 1: lr = broadcast_from_rank0(lr)
-        return train(learn, epochs=options['epochs'], lr=lr, out=out, lr_find_iters=options['lr_find_iters'],
+        return train_learner(learn, epochs=options['epochs'], lr=lr, out=out, lr_find_iters=options['lr_find_iters'],
                      freeze_epochs=options['freeze_epochs'], sizes=options['sizes'], dls_for_size=dls_for_size,
                      accumulate=options['accumulate'], resume=checkpoint)
 
@@ -148,7 +148,7 @@ def finish_run(learn,       # the trained `Learner`
     return result
 
 # %% ../nbs/06_runs.ipynb #17d8dfd6
-def train_run(data,              # dataset root holding train/
+def train_run_folder(data,              # dataset root holding train/
               out,               # run folder to write
               arch=None,         # timm architecture (default `TRAINING['arch']`)
               size=None,         # image size fed to the model (the first of `sizes` when given)
@@ -159,7 +159,7 @@ def train_run(data,              # dataset root holding train/
               valid_pct=None,    # share of each species held out for validation
               seed=None,         # seed of the split and of training
               lr_find_iters=None,# mini-batches lr_find tries
-              num_workers=None,  # DataLoader workers; default all cores
+              workers=None,      # DataLoader worker processes; default all cores
               skip_missing=False,# drop missing images (with a note) instead of refusing to start
               subset=None,       # keyword arguments of `subset_metadata` (species, families, orders, image_share, ...)
               weights=None,      # a state dict file for the body (instead of downloading `pretrained` weights)
@@ -184,47 +184,57 @@ def train_run(data,              # dataset root holding train/
     is_valid = long_tail_split(train_df.category_id, o['valid_pct'], o['seed'])
     used_bs = fit_batch_size(o['bs'], int((~is_valid).sum()), int(is_valid.sum()), world, train_df.attrs.get('source'), o['valid_pct'])
     set_seed(o['seed'], reproducible=not torch.cuda.is_available())  # cudnn's autotuner is worth more than bitwise repeats on a GPU
-    loader_options = dict(num_workers=num_workers) if num_workers is not None else {}
-    if torch.cuda.is_available(): loader_options['pin_memory'] = True
-    dls_for_size = lambda s: herbarium_dataloaders(train_df, size=s, bs=used_bs, valid_pct=o['valid_pct'], seed=o['seed'],
-                                                   arch=o['arch'], **loader_options)
+    dls_for_size = _dataloaders_for(train_df, {**o, 'bs': used_bs}, workers)
     dls = dls_for_size(sizes[0])
     # a resumed run takes every weight from its checkpoint: nothing to download or read
     learn = herbarium_learner(dls, o['arch'], pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
     if freeze_epochs is None: freeze_epochs = default_freeze_epochs(learn)
     options = {'data': str(Path(data).absolute()), 'out': str(out), **o, 'size': sizes[0], 'sizes': sizes, 'bs': used_bs, 'lr': lr,
                'pretrained': pretrained, 'weights': None if weights is None else str(Path(weights).absolute()),
-               'num_workers': num_workers, 'accumulate': accumulate, 'freeze_epochs': freeze_epochs, 'report': report,
+               'workers': workers, 'accumulate': accumulate, 'freeze_epochs': freeze_epochs, 'report': report,
                'skip_missing': skip_missing, 'subset': subset}
     if rank == 0: open_run_folder(out, options, train_df, is_valid, checkpoint, world, **({'bs_asked': o['bs']} if used_bs < o['bs'] else {}))
     valid = fit_run(learn, out, options, dls_for_size, checkpoint)
-    result = dict(valid=valid, model=str((out/'model.json').absolute()), data=options['data'], options=options, arch=o['arch'],
-                  sizes=sizes, epochs=o['epochs'], bs=used_bs, accumulate=accumulate, pretrained=pretrained,
-                  weights=options['weights'], seed=o['seed'], species=int(dls.c), train_images=len(dls.train_ds),
-                  valid_images=len(dls.valid_ds), subset=subset, missing_left_out=missing, device=str(dls.device),
-                  world_size=world, rank=rank, model_sha256=model_sha256(learn.model), weights_report=learn.weights_report,
-                  seconds=round(time.time() - start, 1), **versions())
+    result = _run_result(learn, dls, options, valid, missing_left_out=missing, world_size=world, rank=rank,
+                         seconds=round(time.time() - start, 1))
     return finish_run(learn, out, result, report) if rank == 0 else result
 
+def _dataloaders_for(train_df, options, workers=None):
+    "`size -> DataLoaders` of `train_df` with the run's batch size, split and normalisation (pinned memory on a GPU)"
+    loader = dict(num_workers=workers) if workers is not None else {}
+    if torch.cuda.is_available(): loader['pin_memory'] = True
+    return lambda size: herbarium_dataloaders(train_df, size=size, bs=options['bs'], valid_pct=options['valid_pct'],
+                                              seed=options['seed'], arch=options['arch'], **loader)
+
+def _run_result(learn, dls, options, valid, **more)->dict:
+    "What metrics.json records of a finished run (before the prior correction)"
+    o = options
+    return dict(valid=valid, model=str((Path(o['out'])/'model.json').absolute()), data=o['data'], options=o, arch=o['arch'],
+                sizes=o['sizes'], epochs=o['epochs'], bs=o['bs'], accumulate=o['accumulate'], pretrained=o['pretrained'],
+                weights=o['weights'], seed=o['seed'], species=int(dls.c), train_images=len(dls.train_ds),
+                valid_images=len(dls.valid_ds), subset=o['subset'], device=str(dls.device),
+                model_sha256=model_sha256(learn.model), weights_report=learn.weights_report, **more, **versions())
+
 # %% ../nbs/06_runs.ipynb #1aaa74f1
-def resume_run(run, # a run folder written by `train_run` (or `herbarium-train`)
+def resume_run_folder(run, # a run folder written by `train_run_folder` (or `herbarium-train`)
               )->dict:
     "Continue `run` from its last checkpoint with the options in its config.json; returns metrics.json's content"
     options = {**run_config(run)['options'], 'out': str(run)}
     options.pop('resume', None)
-    return train_run(options.pop('data'), resume=True, **options)
+    if 'num_workers' in options: options['workers'] = options.pop('num_workers')  # (a run folder of the kit before 0.2)
+    return train_run_folder(options.pop('data'), resume=True, **options)
 
 # %% ../nbs/06_runs.ipynb #bf0191e8
-def predict_run(model,              # run folder, model.json, or model.pkl
+def predict_submission(model,              # run folder, model.json, or model.pkl
                 data,               # dataset root holding test/
                 out,                # the submission CSV to write
-                top_k=None,         # CSV for the top-k species of each image, with names
-                k=5,                # species per image in `top_k`
+                top_k_csv=None,     # CSV for the top-k species of each image, with names
+                k=5,                # species per image in `top_k_csv`
                 tta=False,          # test-time augmentation
                 prior_correction=False, # apply the prior correction chosen at training
                 trust_pickle=False, # allow unpickling model.pkl
                 bs=64,              # batch size
-                num_workers=None,   # DataLoader workers
+                workers=None,       # DataLoader worker processes; default all cores
                )->dict:
     "Write the submission for `data`'s test images; returns macro F1 and accuracy when `data/test_labels.csv` exists"
     test_df = load_metadata(data, split='test')
@@ -233,27 +243,27 @@ def predict_run(model,              # run folder, model.json, or model.pkl
     if prior_correction:
         strength = learn.model_description.prior_strength
         if strength is None: raise HerbariumError(f"{model}: no prior strength was chosen for this model at training")
-    predictions = predict_top_k(learn, test_df, k=k if top_k else 1, bs=bs, tta=tta, prior_strength=strength,
-                                num_workers=num_workers)
+    predictions = predict_metadata(learn, test_df, k=k if top_k_csv else 1, bs=bs, tta=tta, prior_strength=strength,
+                                   num_workers=workers)
     sub = submission_frame(predictions)
     check_submission(sub, test_df.image_id.to_numpy())
-    if top_k: write_submission(top_k_table(predictions, learn), top_k)
+    if top_k_csv: write_submission(top_k_table(predictions, learn), top_k_csv)
     write_submission(sub, out)
     labels = Path(data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
 # %% ../nbs/06_runs.ipynb #e1b644dd
-def export_run(model,     # a run folder or its model.pkl (yours: it is unpickled)
-               dest=None, # folder for model.safetensors + model.json; default beside model.pkl
+def export_safe_model(model,     # a run folder or its model.pkl (yours: it is unpickled)
+               out=None,  # folder for model.safetensors + model.json; default beside model.pkl
               )->Path:
     "Write the safe model files for a pickled model.pkl; returns model.json's path"
     model = Path(model)
     pickled = model/'model.pkl' if model.is_dir() else model
     if pickled.with_suffix('.json').exists(): raise HerbariumError(f"{pickled.with_suffix('.json')}: already exported")
-    return save_safe_model(load_model(pickled, trust_pickle=True), dest or pickled.parent)
+    return save_safe_model(load_model(pickled, trust_pickle=True), out or pickled.parent)
 
 # %% ../nbs/06_runs.ipynb #8efd6819
-def check_run(data,              # dataset root (Kaggle layout)
+def check_dataset(data,              # dataset root (Kaggle layout)
               decode=False,      # also decode every image
               out='image_problems.csv', # the CSV list of problems to write
               workers=None,      # processes decoding images; default all cores

@@ -59,7 +59,7 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     assert {a['id'] for a in meta['annotations']} != {a['image_id'] for a in meta['annotations']}
     run = tmp_path/'run'
     result = run_command('herbarium-train', flat_dataset, '--out', run, '--arch', 'test_resnet', '--no-pretrained', '--size', 32,
-                         '--epochs', 5, '--bs', 16, '--lr-find-iters', 30, '--num-workers', 0)
+                         '--epochs', 5, '--bs', 16, '--lr-find-iters', 30, '--workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ['model.safetensors', 'model.json', 'model.pkl', 'split.csv', 'lr_find.png', 'history.csv', 'metrics.json', 'config.json', 'loss.png', 'show_batch.png',
                  'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md', 'checkpoints/last.pth',
@@ -67,7 +67,7 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     assert list(pd.read_csv(run/'family_scores.csv').columns) == ['family', 'images', 'accuracy', 'macro_f1']
     assert len(pd.read_csv(run/'history.csv')) == 5
     sub_file = tmp_path/'submission.csv'
-    result = run_command('herbarium-predict', run, flat_dataset, '--out', sub_file, '--bs', 16, '--num-workers', 0)
+    result = run_command('herbarium-predict', run, flat_dataset, '--out', sub_file, '--bs', 16, '--workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
     sub, labels = pd.read_csv(sub_file), pd.read_csv(flat_dataset/'test_labels.csv')
     assert list(sub.columns) == ['Id', 'Predicted'] and sorted(sub.Id) == sorted(labels.Id)

@@ -75,14 +75,14 @@ def test_missing_dataset_or_bad_metadata(command, tmp_path):
 def test_train_refuses_missing_images(holes, tmp_path):
     data, paths = holes
     run = tmp_path/'run'
-    result = run_command('herbarium-train', data, '--out', run, *FAST_TRAIN, '--num-workers', 0)
+    result = run_command('herbarium-train', data, '--out', run, *FAST_TRAIN, '--workers', 0)
     assert_clean_failure(result, '2 of', 'missing', str(run/'missing_images.csv'), '--skip-missing')
     assert len(pd.read_csv(run/'missing_images.csv')) == 2 and not (run/'model.pkl').exists()
 
 def test_train_names_an_unreadable_image(holes, tmp_path):
     "--skip_missing drops the missing ones with a note; the truncated one stops training with its path, from a worker too"
     data, paths = holes
-    result = run_command('herbarium-train', data, '--out', tmp_path/'run', *FAST_TRAIN, '--num-workers', 1, '--skip-missing')
+    result = run_command('herbarium-train', data, '--out', tmp_path/'run', *FAST_TRAIN, '--workers', 1, '--skip-missing')
     assert 'note: 2 missing train images left out' in result.stderr
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [l for l in result.stderr.strip().splitlines() if not l.startswith('note: ')]
@@ -92,7 +92,7 @@ def test_train_names_an_unreadable_image(holes, tmp_path):
 def test_subset_run_predicts_chosen_species_only(flat_dataset, tmp_path):
     "Acceptance 5: --species 2 trains on 2 species and predicts only their Kaggle category ids"
     run = tmp_path/'run'
-    result = run_command('herbarium-train', flat_dataset, '--out', run, *FAST_TRAIN, '--num-workers', 0, '--species', 2,
+    result = run_command('herbarium-train', flat_dataset, '--out', run, *FAST_TRAIN, '--workers', 0, '--species', 2,
                          '--image-share', 0.5, '--min-per-species', 3)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run/'metrics.json').read_text())
@@ -102,7 +102,7 @@ def test_subset_run_predicts_chosen_species_only(flat_dataset, tmp_path):
     chosen = set(split.category_id)
     assert len(chosen) == 2 and chosen < set(train.category_id)
     sub_file = tmp_path/'submission.csv'
-    result = run_command('herbarium-predict', run/'model.pkl', flat_dataset, '--out', sub_file, '--bs', 16, '--num-workers', 0)
+    result = run_command('herbarium-predict', run/'model.pkl', flat_dataset, '--out', sub_file, '--bs', 16, '--workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
     sub = pd.read_csv(sub_file)
     assert len(sub) == len(load_metadata(flat_dataset/'test')) and set(sub.Predicted) <= chosen

@@ -8,16 +8,16 @@ TRAIN_AND_PREDICT = textwrap.dedent('''
     from pathlib import Path
     from herbarium_fastai.metadata import load_metadata
     from herbarium_fastai.data import herbarium_dataloaders
-    from herbarium_fastai.learner import herbarium_learner, train, export_learner
-    from herbarium_fastai.inference import predict_top_k, save_safe_model
+    from herbarium_fastai.learner import herbarium_learner, train_learner, export_learner
+    from herbarium_fastai.inference import predict_metadata, save_safe_model
     data, out = sys.argv[1], Path(sys.argv[2])
     dls = herbarium_dataloaders(load_metadata(data + '/train'), size=32, bs=16, num_workers=0)
     learn = herbarium_learner(dls, 'resnet18', pretrained=False, path=out)
-    train(learn, epochs=2, lr=3e-3, out=out)
+    train_learner(learn, epochs=2, lr=3e-3, out=out)
     save_safe_model(learn, out/'safe')
     (out/'pickle').mkdir()
     export_learner(learn, out/'pickle'/'model.pkl')
-    top = predict_top_k(learn, load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
+    top = predict_metadata(learn, load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
     top[['image_id', 'category_id', 'probability']].to_csv(out/'in_training_process.csv', index=False)
 ''')
 
@@ -25,9 +25,9 @@ LOAD_AND_PREDICT = textwrap.dedent('''
     import sys
     from pathlib import Path
     from herbarium_fastai.metadata import load_metadata
-    from herbarium_fastai.inference import load_model, predict_top_k
+    from herbarium_fastai.inference import load_model, predict_metadata
     data, out, model, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    top = predict_top_k(load_model(model, trust_pickle=model.endswith('.pkl')), load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
+    top = predict_metadata(load_model(model, trust_pickle=model.endswith('.pkl')), load_metadata(data + '/test'), k=3, bs=16, num_workers=0)
     top[['image_id', 'category_id', 'probability']].to_csv(out/name, index=False)
 ''')
 

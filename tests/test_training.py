@@ -18,9 +18,9 @@ def train(*args, env=None, timeout=600):
     return subprocess.run(train_line(*args), capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout)
 
 # the smallest timm resnet (0.5M parameters) proves what these tests are about as well as resnet34 (21.8M) does
-TINY = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--bs', 16, '--lr-find-iters', 10, '--num-workers', 0]
+TINY = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--bs', 16, '--lr-find-iters', 10, '--workers', 0]
 # the default batch size (64): more than the 56 training images of `eight_species`
-SMALL_SET = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--epochs', 2, '--lr-find-iters', 10, '--num-workers', 0]
+SMALL_SET = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--epochs', 2, '--lr-find-iters', 10, '--workers', 0]
 
 @pytest.fixture(scope='module')
 def eight_species(tmp_path_factory):
@@ -73,7 +73,7 @@ def test_weights_file_offline(flat_dataset, tmp_path):
     save_file(state, str(tmp_path/'resnet18.safetensors'))
     run = tmp_path/'run'
     result = train(flat_dataset, '--out', run, '--arch', 'resnet18', '--weights', tmp_path/'resnet18.safetensors',
-                         '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 16, '--lr', 1e-3, '--num-workers', 0,
+                         '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 16, '--lr', 1e-3, '--workers', 0,
                          '--no-report', env=dict(HF_HUB_OFFLINE='1'))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((run/'metrics.json').read_text())['weights_report']
