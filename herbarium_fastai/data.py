@@ -63,6 +63,22 @@ def _names_list(value)->list|None:
     if value is None: return None
     return [v.strip() for v in value.split(',') if v.strip()] if isinstance(value, str) else list(value)
 
+def _chosen_species(candidates:np.ndarray, # the category ids that may be chosen, sorted
+                    species=None, # how many to pick at random (seeded), or a list of category ids; None: all
+                    seed=42,
+                   )->np.ndarray:
+    "The category ids of a subset, sorted"
+    if species is not None and not np.isscalar(species):
+        unknown = sorted(set(species) - set(candidates.tolist()))
+        if unknown: raise HerbariumError(f'unknown (or left out) category ids: {unknown[:5]}')
+        candidates = np.sort(np.asarray(species))
+    elif species is not None:
+        if species < 1: raise HerbariumError(f'species must be at least 1, not {species}')
+        if species > len(candidates): raise HerbariumError(f'{species} species asked for, but only {len(candidates)} can be chosen')
+        candidates = np.sort(np.random.default_rng(seed).choice(candidates, species, replace=False))
+    if not len(candidates): raise HerbariumError('the subset is empty: no species is left')
+    return candidates
+
 def subset_metadata(df,                   # train metadata from `load_metadata`
                     species=None,         # number of species to pick at random (seeded), or a list of category ids
                     families=None,        # keep the species of these families (a list, or 'A,B')
@@ -86,17 +102,7 @@ def subset_metadata(df,                   # train metadata from `load_metadata`
         keep &= df[column].isin(wanted).to_numpy()
     counts = df.loc[keep, 'category_id'].value_counts()
     if min_per_species: counts = counts[counts >= min_per_species]
-    chosen = np.sort(counts.index.to_numpy())
-    if species is not None and not np.isscalar(species):
-        unknown = sorted(set(species) - set(chosen.tolist()))
-        if unknown: raise HerbariumError(f'unknown (or left out) category ids: {unknown[:5]}')
-        chosen = np.sort(np.asarray(species))
-    elif species is not None:
-        if species < 1: raise HerbariumError(f'species must be at least 1, not {species}')
-        if species > len(chosen): raise HerbariumError(f'{species} species asked for, but only {len(chosen)} can be chosen')
-        chosen = np.sort(np.random.default_rng(seed).choice(chosen, species, replace=False))
-    if not len(chosen): raise HerbariumError('the subset is empty: no species is left')
-    sub = df[df['category_id'].isin(chosen).to_numpy()]
+    sub = df[df['category_id'].isin(_chosen_species(np.sort(counts.index.to_numpy()), species, seed)).to_numpy()]
     order = np.random.default_rng([seed, 1]).permutation(len(sub))
     shuffled = sub['category_id'].iloc[order]
     rank = shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()  # each image's place in its species, shuffled

@@ -199,7 +199,7 @@ def _load_pickle(fname, cpu=None):
         raise HerbariumError(f"{fname}: not a model exported by herbarium_fastai ({type(e).__name__}: {e})") from e
     legacy = learn.__dict__.pop('herbarium_config', None)  # a model.pkl of the kit before the description was typed
     if legacy is not None and getattr(learn, 'model_description', None) is None:
-        learn.model_description = ModelDescription.from_dict(dict(legacy, format=MODEL_FORMAT), fname)
+        learn.model_description = ModelDescription.from_dict(dict(legacy, format=MODEL_FORMAT, herbarium_fastai='0.1.0'), fname)
     return learn
 
 # %% ../nbs/05_inference.ipynb #10fd3355

@@ -170,6 +170,7 @@ def train_run_folder(data,              # dataset root holding train/
               report=True,       # write the run report (08_report)
              )->dict:
     "The whole training job: metadata, DataLoaders, learner, lr_find + checkpointed one-cycle training, report, export; returns metrics.json's content"
+    # (over 40 lines with its 20 documented options: the steps themselves are `training_table`, `open_run_folder`, `fit_run`, `finish_run`)
     from fastai.distributed import distrib_ctx  # noqa: F401 (patches Learner)
     start, out = time.time(), Path(out)
     given = dict(arch=arch, size=size, epochs=epochs, bs=bs, valid_pct=valid_pct, seed=seed, lr_find_iters=lr_find_iters)
