@@ -82,14 +82,14 @@ def _parse_sizes(sizes, # None, a list of ints, or text like '128,224'
 @command('herbarium-train')
 def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
                   out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
-                  arch:str=None,              # timm architecture (default resnet34)
-                  size:int=None,              # image size fed to the model (default 224; 64 with --demo)
-                  epochs:int=None,            # epochs of the one-cycle schedule (default 5; 12 with --demo)
+                  arch:str=None,              # timm architecture (default resnet34; tf_efficientnet_lite0 with --demo or --weights efficientnet-lite0)
+                  size:int=None,              # image size fed to the model (default 224; 128 with --demo, 64 with --demo --no-pretrained)
+                  epochs:int=None,            # epochs of the one-cycle schedule, after the frozen ones (default 5; 4 with --demo, 12 with --demo --no-pretrained)
                   bs:int=None,                # batch size per process (default 64; 32 with --demo); lowered to what the training split can fill
                   lr:float=None,              # maximum learning rate (default: lr_find's suggestion)
                   pretrained:bool=True,       # train from scratch (without it: timm's pretrained weights, downloaded once, or --weights)
-                  weights:str=None,           # a timm/torchvision state dict file (.safetensors, .pth) for the body: pretrained without the hub
-                  demo:bool=False,            # train from scratch on a small synthetic dataset made in the cache folder
+                  weights:str=None,           # weights for the body without the hub: a state dict file (.safetensors, .pth), or efficientnet-lite0 (a package ships them)
+                  demo:bool=False,            # fine-tune ImageNet weights (a package ships them) on a small synthetic dataset made in the cache folder
                   valid_pct:float=None,       # share of each species held out for validation (default 0.2)
                   seed:int=None,              # seed of the split and of training (default 42; the same seed repeats a CPU run exactly)
                   lr_find_iters:int=None,     # mini-batches lr_find tries (default 100; 30 with --demo)
@@ -109,16 +109,18 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
                  ):
     "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
-    from herbarium_fastai.runs import DEMO_TRAINING, demo_dataset, resume_run_folder, train_run_folder
+    from herbarium_fastai.runs import demo_dataset, resume_run_folder, train_run_folder, training_defaults
     if resume is not None: _print_training(resume_run_folder(resume)); return
-    given = dict(size=size, epochs=epochs, bs=bs, lr_find_iters=lr_find_iters)
-    if demo: data, pretrained, given = demo_dataset(), False, {k: DEMO_TRAINING[k] if v is None else v for k, v in given.items()}
+    given = dict(arch=arch, size=size, epochs=epochs, bs=bs, lr_find_iters=lr_find_iters, weights=weights, freeze_epochs=freeze_epochs)
+    if demo:
+        data, defaults = demo_dataset(), training_defaults(demo=True, pretrained=pretrained)
+        given = {k: defaults.get(k) if v is None else v for k, v in given.items()}
     if data is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
     subset = dict(species=species, families=families, orders=orders, image_share=image_share,
                   min_per_species=min_per_species, max_per_species=max_per_species)
-    _print_training(train_run_folder(data, out, arch=arch, lr=lr, pretrained=pretrained, valid_pct=valid_pct, seed=seed,
-                              workers=workers, weights=weights, accumulate=accumulate, sizes=_parse_sizes(sizes),
-                              freeze_epochs=freeze_epochs, report=report, skip_missing=skip_missing, subset=subset, **given))
+    _print_training(train_run_folder(data, out, lr=lr, pretrained=pretrained, valid_pct=valid_pct, seed=seed, workers=workers,
+                                     accumulate=accumulate, sizes=_parse_sizes(sizes), report=report, skip_missing=skip_missing,
+                                     subset=subset, **given))
 
 def _print_training(result:dict):
     "Print what a training run ended with: every rank under a launcher, then rank 0 where the model is and how to use it"

@@ -13,7 +13,7 @@ from herbarium_fastai.core import is_temporary
 from herbarium_fastai.data import herbarium_dataloaders
 from herbarium_fastai.metadata import image_paths, load_metadata
 
-FAST_TRAIN = ('--no-pretrained', '--arch', 'resnet18', '--size', 32, '--epochs', 1, '--bs', 16, '--lr-find-iters', 5)
+FAST_TRAIN = ('--no-pretrained', '--arch', 'test_resnet', '--size', 32, '--epochs', 1, '--bs', 16, '--lr-find-iters', 5)
 
 @pytest.fixture
 def holes(flat_dataset, tmp_path):
