@@ -1,0 +1,119 @@
+"""Test macro F1 of three recipes at equal epochs, over seeds: plain fastai written by hand, the kit's default
+(from scratch), and the kit fine-tuning the packaged ImageNet EfficientNet-Lite0.
+
+    python bench/quality.py                                   # both data sets, 3 seeds, 8 epochs at 64 px (CPU: ~40 min)
+    python bench/quality.py --data digits --seeds 1 --epochs 2   # a smoke run
+
+Data sets, each in the Kaggle 2021 layout with its own test split and labels:
+- `synthetic`: `make_synthetic_dataset(species=40, ...)`: drawn sheets of 40 species in 3-24 images (a long tail);
+- `digits`: scikit-learn's `load_digits` (1,797 real 8x8 scans of handwritten digits, 10 classes), as 32 px PNGs;
+  10 of each class held out for the test split.
+
+Recipes (the same epochs in total; horizontal flips in all three):
+- `plain fastai`: `ImageDataLoaders.from_df` (random 20% validation, `Resize(size)`, `aug_transforms()`),
+  `vision_learner(resnet34, pretrained=False)`, `lr_find().valley`, `fit_one_cycle(epochs, lr)`;
+- `kit default`: `herbarium_fastai.runs.train_run_folder(..., pretrained=False)` with the kit's defaults, then
+  `predict_submission` (what `herbarium-train DATA --no-pretrained` + `herbarium-predict` do);
+- `kit lite0`: the same with `weights='efficientnet-lite0'` (1 frozen epoch + epochs-1).
+Printed: test macro F1 mean ± sd over the seeds, and the mean wall time of a run, side by side.
+"""
+import argparse, json, statistics, sys, tempfile, time, warnings
+from pathlib import Path
+
+warnings.filterwarnings('ignore')
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', default='synthetic,digits', help='comma-separated: synthetic, digits')
+    p.add_argument('--seeds', type=int, default=3); p.add_argument('--epochs', type=int, default=8)
+    p.add_argument('--size', type=int, default=64); p.add_argument('--bs', type=int, default=32)
+    p.add_argument('--recipes', default='plain,kit,lite0'); p.add_argument('--out', default=None, help='JSON of every run')
+    return p.parse_args()
+
+def synthetic_data(dest):
+    from herbarium_fastai.synth import make_synthetic_dataset
+    make_synthetic_dataset(dest, species=40, seed=7, size=96, min_per_species=3, max_per_species=24, test_per_species=4, workers=2)
+    return dest
+
+def digits_data(dest):
+    "scikit-learn's digits in the Kaggle 2021 layout: 32 px PNGs, 10 of each class held out with labels"
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from herbarium_fastai.core import write_csv, write_json
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(digits.target), bool)
+    for c in range(10): test[rng.choice(np.flatnonzero(digits.target == c), 10, replace=False)] = True
+    images = {'train': [], 'test': []}
+    for i, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+        split = 'test' if test[i] else 'train'
+        name = f'images/{label:03d}/{i}.png'
+        path = dest/split/name; path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((255 - pixels * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.NEAREST).convert('RGB').save(path)
+        images[split].append(dict(id=i, file_name=name, width=32, height=32, license=0, label=int(label)))
+    categories = [dict(id=c, name=f'digit {c}', family='Digits', order='Numerals') for c in range(10)]
+    strip = lambda recs: [{k: v for k, v in r.items() if k != 'label'} for r in recs]
+    write_json(dest/'train'/'metadata.json', dict(images=strip(images['train']), categories=categories, info=dict(year=2021),
+               annotations=[dict(id=k, image_id=r['id'], category_id=r['label'], institution_id=0) for k, r in enumerate(images['train'])],
+               institutions=[dict(id=0, name='sklearn')], licenses=[]))
+    write_json(dest/'test'/'metadata.json', dict(images=strip(images['test']), info=dict(year=2021), licenses=[]))
+    write_csv(dest/'test_labels.csv', [(r['id'], r['label']) for r in images['test']], header=('Id', 'category_id'))
+    return dest
+
+def plain_fastai(data, seed, epochs, size, bs, out):
+    "fastai as its tutorials write it, by hand"
+    from fastai.vision.all import ImageDataLoaders, Resize, aug_transforms, vision_learner, accuracy, set_seed
+    from herbarium_fastai.metadata import image_paths, load_metadata
+    set_seed(seed, reproducible=True)
+    train = load_metadata(data/'train', cache=False).assign(path=lambda d: image_paths(d))
+    dls = ImageDataLoaders.from_df(train, fn_col='path', label_col='category_id', valid_pct=0.2, seed=seed,
+                                   item_tfms=Resize(size), batch_tfms=aug_transforms(), bs=bs, num_workers=0, path='/')  # paths are absolute
+    learn = vision_learner(dls, 'resnet34', pretrained=False, metrics=accuracy, path=out)
+    lr = learn.lr_find(show_plot=False).valley
+    learn.fit_one_cycle(epochs, lr)
+    test = load_metadata(data/'test', cache=False)
+    preds, _ = learn.get_preds(dl=dls.test_dl(list(image_paths(test))))
+    return test.image_id.to_numpy(), np.asarray(dls.vocab)[preds.argmax(1).numpy()]
+
+def kit(data, seed, epochs, size, bs, out, weights=None):
+    "What `herbarium-train` and `herbarium-predict` run"
+    from herbarium_fastai.runs import predict_submission, train_run_folder
+    options = dict(weights=weights, epochs=epochs - 1) if weights else dict(pretrained=False, epochs=epochs)
+    train_run_folder(data, out, size=size, bs=bs, seed=seed, workers=0, report=False, **options)
+    predict_submission(out, data, out/'submission.csv', bs=bs, workers=0)
+    sub = pd.read_csv(out/'submission.csv')
+    return sub.Id.to_numpy(), sub.Predicted.to_numpy()
+
+RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
+               lite0=('kit lite0', lambda *a: kit(*a, weights='efficientnet-lite0')))
+
+def main():
+    args = parse()
+    root = Path(tempfile.mkdtemp(prefix='herbarium-quality-'))
+    rows = []
+    for name in args.data.split(','):
+        data = (synthetic_data if name == 'synthetic' else digits_data)(root/name)
+        labels = pd.read_csv(data/'test_labels.csv').set_index('Id').category_id
+        for seed in range(args.seeds):
+            for key in args.recipes.split(','):
+                title, recipe = RECIPES[key]
+                start = time.perf_counter()
+                ids, predicted = recipe(data, seed, args.epochs, args.size, args.bs, root/f'{name}-{key}-{seed}')
+                seconds = time.perf_counter() - start
+                f1 = f1_score(labels.loc[ids].to_numpy(), predicted, average='macro')
+                rows.append(dict(data=name, recipe=title, seed=seed, macro_f1=float(f1), seconds=seconds))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    print(f'\nTest macro F1, {args.seeds} seeds, {args.epochs} epochs at {args.size} px, batch {args.bs}, CPU')
+    print(f"{'data':<10} {'recipe':<14} {'macro F1 mean ± sd':>20} {'s a run':>9} {'vs plain fastai':>16}")
+    for (name, title), group in table.groupby(['data', 'recipe'], sort=False):
+        plain = table[(table.data == name) & (table.recipe == 'plain fastai')].macro_f1.mean()
+        sd = statistics.stdev(group.macro_f1) if len(group) > 1 else 0.
+        print(f'{name:<10} {title:<14} {group.macro_f1.mean():>12.3f} ± {sd:.3f} {group.seconds.mean():>9.0f} '
+              f'{group.macro_f1.mean() - plain:>+16.3f}')
+    if args.out: Path(args.out).write_text(table.to_json(orient='records', indent=1))
+
+if __name__ == '__main__': main()
