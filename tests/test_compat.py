@@ -1,9 +1,8 @@
 "Files written by herbarium_fastai 0.1 (tests/data, see its README): the model files load and predict alike, the killed run resumes"
-import json, shutil, warnings
+import json, shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from conftest import run_command
 from herbarium_fastai.inference import load_model, predict_metadata
