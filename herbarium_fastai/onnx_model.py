@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['ONNX_TOLERANCE', 'onnx_session', 'onnx_logits', 'export_onnx', 'OnnxModule', 'load_onnx_model', 'export_onnx_model']
 
-# %% ../nbs/05a_onnx.ipynb #780c8b47
+# %% ../nbs/05a_onnx.ipynb #69e06932
 import warnings
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from .core import HerbariumError, one_line_message, write_atomically
 from .data import ModelDescription
 from .inference import learner_from_description, load_model, model_description
 
-# %% ../nbs/05a_onnx.ipynb #a01f1360
+# %% ../nbs/05a_onnx.ipynb #7640672d
 ONNX_TOLERANCE = dict(rtol=1e-3, atol=1e-4)  # onnxruntime's logits vs PyTorch's, on the check batch
 
 def _onnxruntime():
@@ -44,7 +44,7 @@ def onnx_logits(session, # from `onnx_session`
     if isinstance(xb, torch.Tensor): xb = xb.detach().cpu().as_subclass(torch.Tensor).float().numpy()
     return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(xb, dtype=np.float32)})[0]
 
-# %% ../nbs/05a_onnx.ipynb #3c835635
+# %% ../nbs/05a_onnx.ipynb #f3d5e327
 def export_onnx(learn,      # a `Learner` of the kit (from `load_model`)
                 dest,       # folder for `model.onnx`
                 check_bs=3, # images in the check batch (not the traced batch size, 2)
@@ -68,7 +68,7 @@ def export_onnx(learn,      # a `Learner` of the kit (from `load_model`)
                                  f"(tolerance rtol={ONNX_TOLERANCE['rtol']}, atol={ONNX_TOLERANCE['atol']}); not kept")
     return write_atomically(Path(dest)/'model.onnx', _write)
 
-# %% ../nbs/05a_onnx.ipynb #c4e15db4
+# %% ../nbs/05a_onnx.ipynb #4f8f4157
 class OnnxModule(torch.nn.Module):
     "A module whose forward pass runs an onnxruntime session (logits as a CPU tensor)"
     def __init__(self, session): # from `onnx_session`
@@ -95,7 +95,7 @@ def load_onnx_model(fname,        # a run folder, or its model.json or model.onn
     learn.model = OnnxModule(session)
     return learn
 
-# %% ../nbs/05a_onnx.ipynb #18640a58
+# %% ../nbs/05a_onnx.ipynb #3c428024
 def export_onnx_model(run, # a run folder, or its model.json (model.safetensors beside it)
                      )->Path:
     "Write `model.onnx` beside a run's safe model files, checked against PyTorch; returns its path"
