@@ -240,10 +240,12 @@ def predict_submission(model,              # run folder, model.json, or model.pk
                 trust_pickle=False, # allow unpickling model.pkl
                 bs=64,              # batch size
                 workers=None,       # DataLoader worker processes; default all cores
+                onnx=False,         # run model.onnx with onnxruntime on the CPU (from `herbarium-export RUN --onnx`)
                )->dict:
     "Write the submission for `data`'s test images; returns macro F1 and accuracy when `data/test_labels.csv` exists"
     test_df = load_metadata(data, split='test')
-    learn = load_model(model, trust_pickle=trust_pickle)
+    if onnx: from herbarium_fastai.onnx_model import load_onnx_model  # onnxruntime comes with the `serve` extra
+    learn = load_onnx_model(model) if onnx else load_model(model, trust_pickle=trust_pickle)
     strength = 0.
     if prior_correction:
         strength = learn.model_description.prior_strength
