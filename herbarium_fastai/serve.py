@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_FORMATS', 'UploadError', 'decode_image', 'grad_cam', 'ImageClassifier', 'Batcher', 'BodyLimit', 'create_app',
            'app_from_environment']
 
-# %% ../nbs/09_serve.ipynb #f47a828d
+# %% ../nbs/09_serve.ipynb #ff167d67
 import asyncio, base64, io, json, logging, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -26,7 +26,7 @@ from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message
 from .inference import load_safe_model, model_description
 
-# %% ../nbs/09_serve.ipynb #938a12a9
+# %% ../nbs/09_serve.ipynb #e5a94ecf
 IMAGE_FORMATS = ('JPEG', 'PNG', 'TIFF')  # what the page and the API accept
 
 class UploadError(HerbariumError):
@@ -51,7 +51,7 @@ def decode_image(data:bytes, # the uploaded file's content
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise UploadError(f"{name}: cannot decode the image ({one_line_message(e)})", 400, name) from None
 
-# %% ../nbs/09_serve.ipynb #662d73ce
+# %% ../nbs/09_serve.ipynb #aabfbc55
 def grad_cam(model,   # a model of the kit: `Sequential(timm body, fastai head)`
              xb,      # a batch, as the model takes it
              classes, # the class index to explain, per image
@@ -109,7 +109,7 @@ class ImageClassifier:
         # (the taxonomy roll-up adds the deepest confident rank per image in `__call__`, beside `top`)
         return {**self.description.classes[index], 'probability': round(float(probability), 6)}
 
-# %% ../nbs/09_serve.ipynb #f973648e
+# %% ../nbs/09_serve.ipynb #09e986eb
 class Batcher:
     "Run jobs from concurrent requests in batches on one worker thread"
     def __init__(self, run_batch,     # function(list of jobs) -> list of results, one per job
@@ -162,7 +162,7 @@ class Batcher:
         if self.task is not None: self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-# %% ../nbs/09_serve.ipynb #7bfb6a9b
+# %% ../nbs/09_serve.ipynb #12deab37
 class _BodyTooLarge(Exception): pass
 
 class BodyLimit:
@@ -193,7 +193,7 @@ def _error(message, status=400, file=None):
     "The JSON error response: one line, and the file at fault"
     return JSONResponse(dict(error=' '.join(str(message).split()), file=file), status_code=status)
 
-# %% ../nbs/09_serve.ipynb #bc48e569
+# %% ../nbs/09_serve.ipynb #041c17e3
 _IDENTIFY_BODY = {'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
     'type': 'object', 'required': ['images'],
     'properties': {'images': {'type': 'array', 'items': {'type': 'string', 'format': 'binary'}}}}}}}}
@@ -212,24 +212,24 @@ async def _uploads(request:Request, max_files:int, max_bytes:int)->list:
             if len(files) > max_files:
                 raise UploadError(f"too many files: at most {max_files} in one request ({files[max_files][1].filename} and after)", 413,
                                   files[max_files][1].filename)
+            texts = [value for key, value in items if key == 'images' and not isinstance(value, UploadFile)]
+            if texts: raise UploadError(f"the field 'images' holds text ({texts[0][:40]!r}), not a file", 400)
             images = [value for key, value in files if key == 'images']
             if not images:
                 others = sorted({key for key, _ in items})
                 raise UploadError("no files in the field 'images'" + (f" (the request has: {', '.join(others)})" if others else ''), 400)
-            texts = [value for key, value in items if key == 'images' and not isinstance(value, UploadFile)]
-            if texts: raise UploadError(f"the field 'images' holds text ({texts[0][:40]!r}), not a file", 400)
             uploads = []
             for upload in images:
                 name = upload.filename or 'image'
                 if upload.size is not None and upload.size > max_bytes:
-                    raise UploadError(f"{name}: {upload.size / 2**20:.1f} MB, over the {max_bytes / 2**20:g} MB limit", 413, name)
+                    raise UploadError(f"{name}: {upload.size / 2**20:.3g} MB, over the {max_bytes / 2**20:.3g} MB limit", 413, name)
                 uploads.append((name, await upload.read()))
             return uploads
     except HTTPException as e:  # Starlette's multipart parser: a malformed body, or files past max_files + 1
         raise UploadError(f"too many files: at most {max_files} in one request" if 'files' in str(e.detail).lower()
                           else f"cannot read the upload ({e.detail})", 413 if 'files' in str(e.detail).lower() else 400) from None
 
-# %% ../nbs/09_serve.ipynb #a13d1cc2
+# %% ../nbs/09_serve.ipynb #d51b7250
 def create_app(run,                # a run folder (or its model.json): model.json + model.safetensors (+ model.onnx with `onnx`)
                onnx:bool=False,    # run the network with onnxruntime (model.onnx)
                max_upload_mb:float=30, # the largest file accepted, in MB
@@ -318,7 +318,7 @@ def create_app(run,                # a run folder (or its model.json): model.jso
                     largest_batch=batcher.largest)
     return app
 
-# %% ../nbs/09_serve.ipynb #66b85918
+# %% ../nbs/09_serve.ipynb #bcd04671
 def app_from_environment()->FastAPI:
     "`create_app` with the run folder in `$HERBARIUM_SERVE_RUN` and other options as JSON in `$HERBARIUM_SERVE_OPTIONS`"
     run = os.environ.get('HERBARIUM_SERVE_RUN')
