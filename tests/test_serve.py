@@ -1,6 +1,7 @@
 """herbarium-serve: every endpoint and every bad input through FastAPI's test client, batching, the command in a subprocess,
 a load test on loopback, a real browser (Debian's chromium + chromium-driver, through selenium), and `--onnx`"""
 import asyncio, io, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time, zlib
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -205,9 +206,9 @@ def test_concurrent_requests_share_a_forward_pass_and_the_loop_stays_free(run, s
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-@pytest.fixture(scope='module')
-def server(run):
-    "`herbarium-serve RUN` in a subprocess on a free loopback port: (base URL, process)"
+@contextmanager
+def serving(run):
+    "`herbarium-serve RUN` in a subprocess on a free loopback port, once it answers: (base URL, process)"
     port = free_port()
     process = subprocess.Popen(command_line('herbarium-serve', run, '--port', port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
@@ -220,10 +221,16 @@ def server(run):
         if process.poll() is not None or time.time() > deadline:
             process.kill(); pytest.fail(f'the server did not start: {process.communicate()[1][-3000:]}')
         time.sleep(0.25)
-    yield url, process
-    process.terminate()
-    try: process.wait(20)
-    except subprocess.TimeoutExpired: process.kill()
+    try: yield url, process
+    finally:
+        process.terminate()
+        try: process.wait(20)
+        except subprocess.TimeoutExpired: process.kill()
+
+@pytest.fixture(scope='module')
+def server(run):
+    "The tiny run served by the command"
+    with serving(run) as served: yield served
 
 def test_command_serves_on_loopback(server):
     url, process = server
@@ -273,27 +280,45 @@ def _chromium():
     paths = [shutil.which(name) for name in ('chromium', 'chromedriver')]
     return paths if all(paths) else None
 
+@pytest.fixture(scope='module')
+def drawn_run(tmp_path_factory):
+    "Drawn synthetic sheets (320 px: the heat map has something to show) and a tiny model trained on them at 128 px (a 4 × 4 map)"
+    from herbarium_fastai.synth import make_synthetic_dataset
+    dest = tmp_path_factory.mktemp('drawn')
+    make_synthetic_dataset(dest/'data', species=3, size=320, seed=5, test_per_species=1, min_per_species=8, max_per_species=8, workers=0)
+    result = run_command('herbarium-train', dest/'data', '--out', dest/'run', '--arch', 'test_resnet', '--no-pretrained', '--size', 128,
+                         '--epochs', 3, '--bs', 8, '--lr', 3e-3, '--workers', 0, '--no-report')
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dest/'run', sorted((dest/'data'/'test'/'images').rglob('*.jpg'))
+
 @pytest.mark.skipif(_chromium() is None, reason="no chromium + chromedriver here (Debian: apt-get install -y chromium chromium-driver; .ci/run does)")
-def test_browser(server, run, sheets, expected, tmp_path):
+def test_browser(drawn_run, tmp_path):
     "Headless Chromium: upload sheets on the page, read the top species and the heat map, toggle it, take a screenshot"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    url, _ = server
+    run, files = drawn_run
     chromium, chromedriver = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', f'--user-data-dir={tmp_path/"profile"}',
-                 '--window-size=1100,900'):
+                 '--window-size=1200,1000'):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    with serving(run) as (url, _):
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+        _browse(driver, url, run, files, tmp_path)
+
+def _browse(driver, url, run, files, tmp_path):
+    "The browser test's steps, on the page at `url`"
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
     try:
         driver.get(url + '/')
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: 'test_resnet' in d.find_element(By.ID, 'model-card').text)
-        files = sheets[:3]
+        expected = dict(zip(map(str, files), predict_images(load_safe_model(run, cpu=True), files, k=1).category_id))
         driver.find_element(By.ID, 'files').send_keys('\n'.join(str(f) for f in files))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '.result')) == len(files))
         cards = driver.find_elements(By.CSS_SELECTOR, '.result')
@@ -301,7 +326,7 @@ def test_browser(server, run, sheets, expected, tmp_path):
         for card, f in zip(cards, files):
             assert card.get_attribute('data-file') == f.name
             assert card.find_element(By.CSS_SELECTOR, '.species').text == names[expected[str(f)]]
-            assert len(card.find_elements(By.CSS_SELECTOR, 'ol.top li')) == 5
+            assert len(card.find_elements(By.CSS_SELECTOR, 'ol.top li')) == min(5, len(names))
             assert card.find_element(By.CSS_SELECTOR, '.family').text not in ('', '?')
         heatmap = cards[0].find_element(By.CSS_SELECTOR, 'canvas.heatmap')
         assert heatmap.is_displayed()
@@ -318,6 +343,9 @@ def test_browser(server, run, sheets, expected, tmp_path):
         assert not heatmap.is_displayed()
         assert 'identified' in driver.find_element(By.ID, 'status').text
         assert driver.find_element(By.ID, 'download').is_enabled()
+        csv_lines = driver.execute_script('return csvText();').splitlines()   # what "Download CSV" saves
+        assert csv_lines[0] == 'file,rank,category_id,species,genus,family,order,probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
+        assert csv_lines[1].startswith(f'{files[0].name},1,{expected[str(files[0])]},')
     finally: driver.quit()
 
 # ---------------------------------------------------------------- ONNX

@@ -62,7 +62,8 @@ function resultCard(result) {
     el("span", { class: "species", text: p.species || `category ${p.category_id}` }),
     el("span", { class: "probability", text: (100 * p.probability).toFixed(1) + "%" }),
     el("div", { class: "bar" }, [el("div", { style: `width: ${(100 * p.probability).toFixed(1)}%` })])])));
-  return el("section", { class: "result", "data-file": result.file }, [el("h2", { text: result.file }), sheet, taxonomy, list]);
+  return el("section", { class: "result", "data-file": result.file },
+    [el("h2", { text: result.file }), el("div", { class: "sheet-frame" }, [sheet]), taxonomy, list]);
 }
 
 async function identify(files) {
@@ -89,12 +90,16 @@ function csvField(value) {
   return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-function downloadCsv() {
+function csvText() {
   const header = ["file", "rank", "category_id", "species", "genus", "family", "order", "probability"];
   const rows = [header.join(",")];
   for (const result of state.results) result.top.forEach((p, i) => rows.push(
     [result.file, i + 1, p.category_id, p.species, p.genus, p.family, p.order, p.probability.toFixed(6)].map(csvField).join(",")));
-  const link = el("a", { href: URL.createObjectURL(new Blob([rows.join("\n") + "\n"], { type: "text/csv" })), download: "herbarium_predictions.csv" });
+  return rows.join("\n") + "\n";
+}
+
+function downloadCsv() {
+  const link = el("a", { href: URL.createObjectURL(new Blob([csvText()], { type: "text/csv" })), download: "herbarium_predictions.csv" });
   document.body.appendChild(link); link.click(); link.remove();
 }
 
