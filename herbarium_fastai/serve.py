@@ -6,7 +6,7 @@
 __all__ = ['IMAGE_FORMATS', 'UploadError', 'decode_image', 'grad_cam', 'ImageClassifier', 'Batcher', 'BodyLimit', 'create_app',
            'app_from_environment']
 
-# %% ../nbs/09_serve.ipynb #ff167d67
+# %% ../nbs/09_serve.ipynb #7f2cba73
 import asyncio, base64, io, json, logging, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -26,7 +26,7 @@ from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message
 from .inference import load_safe_model, model_description
 
-# %% ../nbs/09_serve.ipynb #e5a94ecf
+# %% ../nbs/09_serve.ipynb #39ed241f
 IMAGE_FORMATS = ('JPEG', 'PNG', 'TIFF')  # what the page and the API accept
 
 class UploadError(HerbariumError):
@@ -51,7 +51,7 @@ def decode_image(data:bytes, # the uploaded file's content
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise UploadError(f"{name}: cannot decode the image ({one_line_message(e)})", 400, name) from None
 
-# %% ../nbs/09_serve.ipynb #aabfbc55
+# %% ../nbs/09_serve.ipynb #d4b90149
 def grad_cam(model,   # a model of the kit: `Sequential(timm body, fastai head)`
              xb,      # a batch, as the model takes it
              classes, # the class index to explain, per image
@@ -75,7 +75,7 @@ class ImageClassifier:
         if threads: torch.set_num_threads(threads)
         self.learn = load_safe_model(run, cpu=True)
         self.learn.model.eval()
-        self.classifier = load_onnx_model(run, threads) if onnx else self.learn
+        self.network = load_onnx_model(run, threads).model if onnx else self.learn.model  # the learner's transforms serve both
         self.runtime = 'onnxruntime' if onnx else 'pytorch'
         d = self.description = model_description(self.learn)
         self.item_size = d.presize if d.augment else d.size  # what the item transform (`Resize`, squish) makes of an image
@@ -95,7 +95,7 @@ class ImageClassifier:
                 )->list:
         "Per image: `top` (k dicts: category id, names, probability) and, where asked, `heatmap`"
         xb = self.batch(images)
-        with torch.inference_mode(): probabilities = self.classifier.model(xb).float().softmax(-1)
+        with torch.inference_mode(): probabilities = self.network(xb).float().softmax(-1)
         top_p, top_i = (t.tolist() for t in probabilities.topk(min(k, probabilities.shape[1]), -1))
         results = [dict(top=[self.describe(i, p) for i, p in zip(indices, probs)]) for indices, probs in zip(top_i, top_p)]
         wanted = [n for n, want in enumerate(heatmaps or []) if want]
@@ -109,7 +109,7 @@ class ImageClassifier:
         # (the taxonomy roll-up adds the deepest confident rank per image in `__call__`, beside `top`)
         return {**self.description.classes[index], 'probability': round(float(probability), 6)}
 
-# %% ../nbs/09_serve.ipynb #09e986eb
+# %% ../nbs/09_serve.ipynb #c9ac8388
 class Batcher:
     "Run jobs from concurrent requests in batches on one worker thread"
     def __init__(self, run_batch,     # function(list of jobs) -> list of results, one per job
@@ -162,7 +162,7 @@ class Batcher:
         if self.task is not None: self.task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-# %% ../nbs/09_serve.ipynb #12deab37
+# %% ../nbs/09_serve.ipynb #f8a28a56
 class _BodyTooLarge(Exception): pass
 
 class BodyLimit:
@@ -193,7 +193,7 @@ def _error(message, status=400, file=None):
     "The JSON error response: one line, and the file at fault"
     return JSONResponse(dict(error=' '.join(str(message).split()), file=file), status_code=status)
 
-# %% ../nbs/09_serve.ipynb #041c17e3
+# %% ../nbs/09_serve.ipynb #d7363d24
 _IDENTIFY_BODY = {'requestBody': {'required': True, 'content': {'multipart/form-data': {'schema': {
     'type': 'object', 'required': ['images'],
     'properties': {'images': {'type': 'array', 'items': {'type': 'string', 'format': 'binary'}}}}}}}}
@@ -229,7 +229,7 @@ async def _uploads(request:Request, max_files:int, max_bytes:int)->list:
         raise UploadError(f"too many files: at most {max_files} in one request" if 'files' in str(e.detail).lower()
                           else f"cannot read the upload ({e.detail})", 413 if 'files' in str(e.detail).lower() else 400) from None
 
-# %% ../nbs/09_serve.ipynb #d51b7250
+# %% ../nbs/09_serve.ipynb #e030e7a3
 def create_app(run,                # a run folder (or its model.json): model.json + model.safetensors (+ model.onnx with `onnx`)
                onnx:bool=False,    # run the network with onnxruntime (model.onnx)
                max_upload_mb:float=30, # the largest file accepted, in MB
@@ -275,6 +275,10 @@ def create_app(run,                # a run folder (or its model.json): model.jso
     async def _upload_error(request, e): return _error(e, e.status, e.file)
     @app.exception_handler(HTTPException)
     async def _http_error(request, e): return _error(e.detail, e.status_code)
+    @app.exception_handler(Exception)
+    async def _failed(request, e):  # a bug or a failing model: logged in full by uvicorn, one line to the client
+        logging.getLogger('herbarium_fastai.serve').exception('request failed')
+        return _error(f"the server failed on this request ({type(e).__name__}: {one_line_message(e)})", 500)
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e):
         problem = e.errors()[0]
@@ -318,7 +322,7 @@ def create_app(run,                # a run folder (or its model.json): model.jso
                     largest_batch=batcher.largest)
     return app
 
-# %% ../nbs/09_serve.ipynb #bcd04671
+# %% ../nbs/09_serve.ipynb #abeb34a0
 def app_from_environment()->FastAPI:
     "`create_app` with the run folder in `$HERBARIUM_SERVE_RUN` and other options as JSON in `$HERBARIUM_SERVE_OPTIONS`"
     run = os.environ.get('HERBARIUM_SERVE_RUN')

@@ -42,7 +42,7 @@ def expected(run, sheets):
 @pytest.fixture(scope='module')
 def client(run):
     "The app with small limits (10 kB a file, 3 files a request), through the test client"
-    with TestClient(create_app(run, max_upload_mb=0.01, max_files=3, threads=1)) as c: yield c
+    with TestClient(create_app(run, max_upload_mb=0.01, max_files=3)) as c: yield c
 
 def image_bytes(colour='red', size=(60, 80), format='PNG'):
     buffer = io.BytesIO(); Image.new('RGB', size, colour).save(buffer, format); return buffer.getvalue()
@@ -170,7 +170,7 @@ def test_uploads_leave_no_file_behind(run, sheets, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
     big = io.BytesIO(); Image.effect_noise((1200, 1200), 64).convert('RGB').save(big, 'PNG')
     assert big.tell() > 2**20
-    with TestClient(create_app(run, threads=1)) as client:
+    with TestClient(create_app(run)) as client:
         response = client.post('/identify', files=upload(('noise.png', big.getvalue()), ('cut.jpg', TRUNCATED)))
         assert response.status_code == 400
         assert client.post('/identify', files=upload(('noise.png', big.getvalue()))).status_code == 200
@@ -179,7 +179,7 @@ def test_uploads_leave_no_file_behind(run, sheets, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- batching
 
 def test_concurrent_requests_share_a_forward_pass_and_the_loop_stays_free(run, sheets, expected):
-    app = create_app(run, threads=1, batch_wait_ms=50)
+    app = create_app(run, batch_wait_ms=50)
     batcher, gate, running = app.state.batcher, threading.Event(), threading.Event()
     run_batch = batcher.run_batch
     def gated(jobs): running.set(); gate.wait(10); return run_batch(jobs)
@@ -359,7 +359,7 @@ def test_onnx_predictions_equal_pytorch_top1(run, flat_dataset, tmp_path):
     assert len(torch_sub) == 20 and torch_sub.equals(onnx_sub)
 
 def test_onnx_server_answers_as_pytorch(run, sheets, expected):
-    with TestClient(create_app(run, onnx=True, threads=1)) as client:
+    with TestClient(create_app(run, onnx=True)) as client:
         assert client.get('/model').json()['runtime'] == 'onnxruntime'
         files = sheets[:8]
         response = client.post('/identify?heatmap=true', files=upload(*((f.name, f.read_bytes()) for f in files)))
