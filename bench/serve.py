@@ -14,7 +14,7 @@ not depend on them), as a run folder of the safe format. The images: drawn synth
 `--sheet-size` px on the long side. The clients run in this process (threads), on the same cores as the server:
 on a 2-core machine they take part of the CPU the server would have.
 
-    python bench/serve.py                                   # lite0 at 224 px, 48 sheets, 15 s a level
+    python bench/serve.py                                   # lite0 at 224 px, 48 sheets, 20 s a level
     python bench/serve.py --seconds 5 --images 16           # a quick try
 """
 import argparse, contextlib, io, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
@@ -119,7 +119,7 @@ def main():
     parser.add_argument('--sheet-size', type=int, default=768, help='long side of the sheets, px')
     parser.add_argument('--bs', type=int, default=16, help='batch size of predict_images')
     parser.add_argument('--levels', default='1,4,16', help='concurrent clients, comma-separated')
-    parser.add_argument('--seconds', type=float, default=15, help='time per level')
+    parser.add_argument('--seconds', type=float, default=20, help='time per level')
     parser.add_argument('--requests', type=int, default=400, help='requests per level at most')
     parser.add_argument('--onnx-server', action='store_true', help='the server runs onnxruntime (default: PyTorch)')
     args = parser.parse_args()
