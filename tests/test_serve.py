@@ -192,7 +192,9 @@ def test_concurrent_requests_share_a_forward_pass_and_the_loop_stays_free(run, s
             while not running.is_set(): await asyncio.sleep(0.01)      # the first forward pass is running (held at the gate)
             others = [asyncio.ensure_future(post(f)) for f in sheets[1:7]]
             health = await asyncio.wait_for(client.get('/health'), 5)   # the event loop answers meanwhile
-            await asyncio.sleep(0.3)                                     # the six are decoded and queued
+            for _ in range(500):                                         # the six are decoded and queued
+                if batcher.queue.qsize() == 6: break
+                await asyncio.sleep(0.02)
             gate.set()
             return health, [await first] + [await o for o in others]
     health, responses = asyncio.run(scenario())
