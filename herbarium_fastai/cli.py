@@ -106,6 +106,8 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
                   freeze_epochs:int=None,     # epochs training only the new head first (default 1 with pretrained weights, else 0)
                   resume:str=None,            # a run folder to continue from its last checkpoint, with its config.json's options
                   report:bool=True,           # skip the run report (show_batch, per-family scores, confusions)
+                  taxonomy_heads:bool=False,  # also learn each species' genus, family and order (a linear head each, beside the species head)
+                  rank_loss_weight:float=0.5, # with --taxonomy-heads: each higher rank's cross-entropy weight in the loss
                  ):
     "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
@@ -120,14 +122,15 @@ def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str,
                   min_per_species=min_per_species, max_per_species=max_per_species)
     _print_training(train_run_folder(data, out, lr=lr, pretrained=pretrained, valid_pct=valid_pct, seed=seed, workers=workers,
                                      accumulate=accumulate, sizes=_parse_sizes(sizes), report=report, skip_missing=skip_missing,
-                                     subset=subset, **given))
+                                     subset=subset, taxonomy_heads=taxonomy_heads, rank_loss_weight=rank_loss_weight, **given))
 
 def _print_training(result:dict):
     "Print what a training run ended with: every rank under a launcher, then rank 0 where the model is and how to use it"
     if result['world_size'] > 1:
         print(f"rank {result['rank']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
     if result['rank'] == 0:
-        print(json.dumps(dict(valid=result['valid'], prior_correction=result.get('prior_correction')), indent=2))
+        taxonomy = {r: s['macro_f1'] for r, s in result.get('taxonomy', {}).get('ranks', {}).items()}
+        print(json.dumps(dict(valid=result['valid'], prior_correction=result.get('prior_correction'), macro_f1_by_rank=taxonomy), indent=2))
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
@@ -143,12 +146,13 @@ def predict_command(model:str,                 # run folder, model.json, or mode
                     trust_pickle:bool=False,   # allow loading a pickled model.pkl (it can run code: only your own files)
                     bs:int=64,                 # batch size
                     workers:int=None,          # DataLoader worker processes (default: all cores)
+                    rank_source:str='roll-up', # genus/family/order probabilities in the top-k CSV: roll-up (of the species'), heads, or mean
                     onnx:bool=False,           # run model.onnx with onnxruntime on the CPU (write it with herbarium-export RUN --onnx)
                    ):
     "Predict the test images of DATA and write a Kaggle submission (Id,Predicted); score it when labels are beside it"
     from herbarium_fastai.runs import predict_submission
     scores = predict_submission(model, data, out, top_k_csv=top_k_csv, k=k, tta=tta, prior_correction=prior_correction,
-                                trust_pickle=trust_pickle, bs=bs, workers=workers, onnx=onnx)
+                                trust_pickle=trust_pickle, bs=bs, workers=workers, rank_source=rank_source, onnx=onnx)
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k_csv}" if top_k_csv else ''))
     if scores: print(json.dumps(scores, indent=2))
 

@@ -176,6 +176,8 @@ class ModelDescription:
     classes:list=field(default_factory=list)      # per output: `category_id`, `species`, `genus`, `family`, `order`
     class_counts:list=field(default_factory=list) # training images of each class (for the prior correction)
     prior_strength:float|None=None                # τ of the prior correction, chosen on the validation split
+    rank_heads:dict=field(default_factory=dict)   # `{'weight': w}` where the model has genus/family/order heads (`taxonomy.RankHeads`)
+    rank_thresholds:dict=field(default_factory=dict) # per rank, the probability an answer there needs (chosen on validation)
     kit_version:str=__version__                   # the herbarium_fastai that made the model
 
     def __post_init__(self):
@@ -188,6 +190,8 @@ class ModelDescription:
     def to_dict(self)->dict:
         "As model.json holds it"
         d = dataclasses.asdict(self)
+        for k in ('rank_heads', 'rank_thresholds'):  # (left out when empty: the kit before 0.3 reads such a file)
+            if not d[k]: del d[k]
         return dict(format=MODEL_FORMAT, format_version=MODEL_FORMAT_VERSION, herbarium_fastai=d.pop('kit_version'), **d)
 
     @classmethod

@@ -32,6 +32,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 
 from .core import HerbariumError, renamed, write_atomically
+from .taxonomy import RankLoss, add_rank_heads, taxonomy_tree
 
 # %% ../nbs/04_learner.ipynb #4177d6b9
 def macro_f1():
@@ -44,6 +45,14 @@ def macro_f1():
 _HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
 def _on_cuda(dls): return dls.device is not None and torch.device(dls.device).type == 'cuda'
 
+def _add_rank_heads(learn, weight, refreeze):
+    "Rank heads on `learn`'s model from its description's taxonomy, and their loss"
+    if learn.model_description is None: raise HerbariumError("rank heads need DataLoaders from herbarium_dataloaders (the species' taxonomy)")
+    add_rank_heads(learn.model, taxonomy_tree(learn.model_description.classes))
+    learn.model_description.rank_heads = dict(weight=float(weight))
+    learn.add_cb(RankLoss(weight))
+    if refreeze: learn.opt = None; learn.freeze()  # vision_learner made the optimizer before the heads were added
+
 def herbarium_learner(dls,                    # DataLoaders from `herbarium_dataloaders`
                       arch=None,              # a timm model name; default resnet34, or the one packaged `weights` are for
                       pretrained=True,        # start from timm's pretrained weights (downloaded from the Hugging Face hub)
@@ -52,6 +61,8 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
                       mixed_precision=None,   # bf16 (where the GPU has it) or fp16 autocast; default: on when training on a GPU
                       weights=None,           # a state dict file (.safetensors, .pth) for the body, or a name of `PACKAGED_WEIGHTS`; no download
                       channels_last=None,     # channels_last memory format; default: on when training on a GPU
+                      taxonomy_heads=False,   # add genus, family and order heads beside the species head (`taxonomy.RankHeads`)
+                      rank_loss_weight=0.5,   # with `taxonomy_heads`: each higher rank's cross-entropy weight in the loss
                       **kwargs,               # passed to fastai's `vision_learner`
                      )->Learner:
     "A fastai `Learner` for the timm model `arch` with a head for `dls`' species"
@@ -71,6 +82,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
     head = {k: v for k, v in kwargs.items() if k in _HEAD_ARGUMENTS}
     described = getattr(dls, 'model_description', None)  # (DataLoaders from `herbarium_dataloaders` describe themselves)
     learn.model_description = None if described is None else dataclasses.replace(described, arch=arch, head=head)
+    if taxonomy_heads: _add_rank_heads(learn, rank_loss_weight, refreeze=download)
     learn.weights_report = None
     if weights is not None:
         learn.weights_report = load_body_weights(learn.model, weights)

@@ -25,7 +25,7 @@ def _str_column(values)->pd.Series:
     return pd.Series(values.cast(pa.large_string()), dtype=_STR)
 
 # %% ../nbs/01a_metadata_cache.ipynb #cee5e4a7
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: 2021 gets a genus column
 _MIB = 1 << 20
 
 def _cache_folder(cache)->Path:

@@ -111,10 +111,25 @@ def _markdown_table(df):
 
 REPORT_FILES = ('loss.png', 'show_batch.png', 'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md')
 
+def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with the answer `thresholds`
+              )->list:
+    "summary.md's lines on the scores at every rank and the mistakes' severity"
+    ranks, thresholds = taxonomy['ranks'], taxonomy.get('thresholds', {})
+    rows = [dict(rank=r, macro_f1=s['macro_f1'], accuracy=s['accuracy'],
+                 roll_up_accuracy=taxonomy['roll_up'][r]['accuracy'] if r in taxonomy.get('roll_up', {}) else None,
+                 heads_accuracy=taxonomy['heads'][r]['accuracy'] if r in taxonomy.get('heads', {}) else None,
+                 answer_threshold=thresholds.get(r)) for r, s in ranks.items()]
+    mistakes = ', '.join(f"{k.replace('_', ' ')}: {v:.0%}" for k, v in taxonomy['mistakes'].items() if v is not None)
+    return ["Scores at every rank (macro F1 and accuracy: the predicted species' taxon; roll-up: the taxon with the highest "
+            "summed probability; heads: the rank heads' best, where the model has them; answer threshold: the probability "
+            "an answer at that rank needs, chosen for 95% precision):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').fillna('')), "",
+            f"Of the {taxonomy['wrong_species']} wrong species predictions: {mistakes or 'none'}.", ""]
+
 def write_report(learn, # a trained `Learner` from `herbarium_learner`
                  out,   # the run folder (holds `history.csv` from training)
                  top=20, # rows of the worst-species and confused-pairs tables
                  predictions=None, # the validation predictions, from `valid_predictions`; default: predicted here
+                 taxonomy=None, # scores at every rank, from `taxonomy.validation_rank_scores` (with `thresholds`)
                 )->dict:
     "Write the run report into `out`: loss curve, show_batch, per-family scores, worst species, most-confused pairs, summary.md"
     out = Path(out)
@@ -144,5 +159,6 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
              "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]
     if len(families): lines += ["Weakest families:", "", _markdown_table(families.head(5)), ""]
     if len(pairs): lines += ["Most confused:", "", _markdown_table(pairs.head(5)), ""]
+    if taxonomy: lines += _rank_lines(taxonomy); summary['taxonomy'] = taxonomy
     write_atomically(out/'summary.md', '\n'.join(lines))
     return summary

@@ -19,13 +19,14 @@ from . import __version__
 from .core import HerbariumError, cache_folder, write_json
 from .data import (check_images, fit_batch_size, herbarium_dataloaders, long_tail_split, save_split,
                                    subset_metadata, write_problems)
-from .inference import (check_submission, choose_prior_strength, load_model, predict_metadata, save_safe_model,
-                                        score_submission, submission_frame, top_k_table, write_submission)
+from .inference import (check_submission, choose_prior_strength, load_model, model_description, predict_metadata,
+                                        save_safe_model, score_submission, submission_frame, top_k_table, write_submission)
 from .learner import (broadcast_from_rank0, default_freeze_epochs, distributed, export_learner, resolve_weights,
                                       find_learning_rate, herbarium_learner, load_checkpoint, single_process, train_learner)
 from .metadata import load_metadata, metadata_files
 from .report import valid_predictions, write_report
 from .synth import make_synthetic_dataset
+from .taxonomy import choose_rank_thresholds, taxonomy_tree, validation_rank_scores
 
 # %% ../nbs/06_runs.ipynb #9c1cfe40
 TRAINING = dict(arch='resnet34', size=224, epochs=5, bs=64, lr_find_iters=100, valid_pct=0.2, seed=42)  # a real run (GPU-sized)
@@ -144,7 +145,10 @@ def finish_run(learn,       # the trained `Learner`
     out = Path(out)
     prior = choose_prior_strength(learn)  # τ of --prior-correction, chosen on the validation split
     result['prior_correction'] = {k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}
-    if report: write_report(learn, out, predictions=valid_predictions(learn, predicted=prior['predicted']))  # the same pass
+    description, tree = model_description(learn), taxonomy_tree(model_description(learn).classes)
+    description.rank_thresholds = choose_rank_thresholds(prior['ranks']['roll_up'], prior['ranks']['truth'])  # the answer's ranks
+    result['taxonomy'] = dict(validation_rank_scores(prior['ranks'], tree), thresholds=description.rank_thresholds)
+    if report: write_report(learn, out, predictions=valid_predictions(learn, predicted=prior['predicted']), taxonomy=result['taxonomy'])  # the same pass
     save_safe_model(learn, out)
     export_learner(learn, out/'model.pkl')
     write_json(out/'metrics.json', result)
@@ -171,6 +175,8 @@ def train_run_folder(data,              # dataset root holding train/
               freeze_epochs=None,# epochs training the new head alone first; default 1 when the body starts pretrained, else 0
               resume=False,      # continue `out` from its last checkpoint
               report=True,       # write the run report (08_report)
+              taxonomy_heads=False, # genus, family and order heads beside the species head (`taxonomy.RankHeads`)
+              rank_loss_weight=0.5, # with `taxonomy_heads`: each higher rank's weight in the loss
              )->dict:
     "The whole training job: metadata, DataLoaders, learner, lr_find + checkpointed one-cycle training, report, export; returns metrics.json's content"
     # (over 40 lines with its 20 documented options: the steps themselves are `training_table`, `open_run_folder`, `fit_run`, `finish_run`)
@@ -192,12 +198,13 @@ def train_run_folder(data,              # dataset root holding train/
     dls_for_size = _dataloaders_for(train_df, {**o, 'bs': used_bs}, workers)
     dls = dls_for_size(sizes[0])
     # a resumed run takes every weight from its checkpoint: nothing to download or read
-    learn = herbarium_learner(dls, o['arch'], pretrained=pretrained and not resume, weights=None if resume else weights, path=out)
+    learn = herbarium_learner(dls, o['arch'], pretrained=pretrained and not resume, weights=None if resume else weights, path=out,
+                              taxonomy_heads=taxonomy_heads, rank_loss_weight=rank_loss_weight)
     if freeze_epochs is None: freeze_epochs = default_freeze_epochs(learn)
     options = {'data': str(Path(data).absolute()), 'out': str(out), **o, 'size': sizes[0], 'sizes': sizes, 'bs': used_bs, 'lr': lr,
                'pretrained': pretrained, 'weights': None if weights is None else str(Path(weights).absolute()),
                'workers': workers, 'accumulate': accumulate, 'freeze_epochs': freeze_epochs, 'report': report,
-               'skip_missing': skip_missing, 'subset': subset}
+               'skip_missing': skip_missing, 'subset': subset, 'taxonomy_heads': taxonomy_heads, 'rank_loss_weight': rank_loss_weight}
     if rank == 0: open_run_folder(out, options, train_df, is_valid, checkpoint, world, **({'bs_asked': o['bs']} if used_bs < o['bs'] else {}))
     valid = fit_run(learn, out, options, dls_for_size, checkpoint)
     result = _run_result(learn, dls, options, valid, missing_left_out=missing, world_size=world, rank=rank,
@@ -240,6 +247,7 @@ def predict_submission(model,              # run folder, model.json, or model.pk
                 trust_pickle=False, # allow unpickling model.pkl
                 bs=64,              # batch size
                 workers=None,       # DataLoader worker processes; default all cores
+                rank_source='roll-up', # the higher ranks' probabilities in `top_k_csv`: 'roll-up', 'heads' or 'mean' (`taxonomy.RANK_SOURCES`)
                 onnx=False,         # run model.onnx with onnxruntime on the CPU (from `herbarium-export RUN --onnx`)
                )->dict:
     "Write the submission for `data`'s test images; returns macro F1 and accuracy when `data/test_labels.csv` exists"
@@ -251,7 +259,7 @@ def predict_submission(model,              # run folder, model.json, or model.pk
         strength = learn.model_description.prior_strength
         if strength is None: raise HerbariumError(f"{model}: no prior strength was chosen for this model at training")
     predictions = predict_metadata(learn, test_df, k=k if top_k_csv else 1, bs=bs, tta=tta, prior_strength=strength,
-                                   num_workers=workers)
+                                   num_workers=workers, rank_source=rank_source)
     sub = submission_frame(predictions)
     check_submission(sub, test_df.image_id.to_numpy())
     if top_k_csv: write_submission(top_k_table(predictions, learn), top_k_csv)
