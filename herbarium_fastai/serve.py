@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message
 from .inference import load_safe_model, model_description
+from .taxonomy import RANKS, rank_predictions
 
 # %% ../nbs/09_serve.ipynb #39ed241f
 IMAGE_FORMATS = ('JPEG', 'PNG', 'TIFF')  # what the page and the API accept
@@ -97,7 +98,9 @@ class ImageClassifier:
         xb = self.batch(images)
         with torch.inference_mode(): probabilities = self.network(xb).float().softmax(-1)
         top_p, top_i = (t.tolist() for t in probabilities.topk(min(k, probabilities.shape[1]), -1))
-        results = [dict(top=[self.describe(i, p) for i, p in zip(indices, probs)]) for indices, probs in zip(top_i, top_p)]
+        taxa = rank_predictions(probabilities, self.description.classes, self.description.rank_thresholds).to_dict('records')
+        results = [dict(top=[self.describe(i, p) for i, p in zip(indices, probs)], **self.deepest(row))
+                   for indices, probs, row in zip(top_i, top_p, taxa)]
         wanted = [n for n, want in enumerate(heatmaps or []) if want]
         if wanted:
             maps = grad_cam(self.learn.model, xb[wanted], [top_i[n][0] for n in wanted])
@@ -106,8 +109,13 @@ class ImageClassifier:
 
     def describe(self, index:int, probability:float)->dict:
         "One ranked answer: the class's category id, species, genus, family and order, and its probability"
-        # (the taxonomy roll-up adds the deepest confident rank per image in `__call__`, beside `top`)
         return {**self.description.classes[index], 'probability': round(float(probability), 6)}
+
+    def deepest(self, row:dict)->dict:
+        "`ranks`: the best taxon at each rank (the species' probabilities rolled up); `answer`: the one at the deepest confident rank"
+        ranks = {r: dict(name=row[f'top_{r}'], probability=round(float(row[f'top_{r}_probability']), 6))
+                 for r in ('species', *RANKS) if f'top_{r}' in row}
+        return dict(ranks=ranks, answer=dict(rank=row['answer_rank'], name=row['answer'], probability=round(float(row['answer_probability']), 6)))
 
 # %% ../nbs/09_serve.ipynb #c9ac8388
 class Batcher:
@@ -303,7 +311,8 @@ def create_app(run,                # a run folder (or its model.json): model.jso
         results = []
         for (info, _), answer in zip(decoded, answers):
             if not preview: info.pop('preview')
-            results.append({**info, 'top': answer['top'][:k], **({'heatmap': answer['heatmap']} if 'heatmap' in answer else {})})
+            results.append({**info, 'top': answer['top'][:k], 'ranks': answer['ranks'], 'answer': answer['answer'],
+                            **({'heatmap': answer['heatmap']} if 'heatmap' in answer else {})})
         return dict(model=classifier.description.arch, runtime=classifier.runtime, k=k, results=results)
 
     @app.get('/model')
@@ -313,7 +322,7 @@ def create_app(run,                # a run folder (or its model.json): model.jso
         return dict(architecture=d.arch, image_size=d.size, species=len(d.classes),
                     families=len({c.get('family') for c in d.classes}), orders=len({c.get('order') for c in d.classes}),
                     metrics=metrics, kit_version=__version__, model_kit_version=d.kit_version, runtime=classifier.runtime,
-                    max_files=max_files, max_upload_mb=max_upload_mb)
+                    answer_thresholds=d.rank_thresholds, rank_heads=bool(d.rank_heads), max_files=max_files, max_upload_mb=max_upload_mb)
 
     @app.get('/health')
     async def health():

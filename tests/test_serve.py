@@ -105,6 +105,9 @@ def test_identify_one_and_many_with_k(client, sheets, expected):
         assert [p['category_id'] for p in result['top']] == rows.category_id.tolist()
         assert all(abs(p['probability'] - q) < 1e-5 for p, q in zip(result['top'], rows.probability))
         assert set(result['top'][0]) == {'category_id', 'species', 'genus', 'family', 'order', 'probability'}
+        first = rows.iloc[0]   # the deepest confident rank (issue 12), as predict_images gives it
+        assert (result['answer']['rank'], result['answer']['name']) == (first.answer_rank, first.answer)
+        assert result['ranks']['family'] == dict(name=first.top_family, probability=pytest.approx(first.top_family_probability, abs=1e-5))
         assert 'heatmap' not in result and 'preview' not in result
     assert sum(p['probability'] for p in client.post('/identify?k=5', files=upload(('a.png', image_bytes()))).json()['results'][0]['top']) == pytest.approx(1, abs=1e-4)
 
@@ -320,7 +323,8 @@ def _browse(driver, url, run, files, tmp_path):
         driver.get(url + '/')
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: 'test_resnet' in d.find_element(By.ID, 'model-card').text)
-        expected = dict(zip(map(str, files), predict_images(load_safe_model(run, cpu=True), files, k=1).category_id))
+        table = predict_images(load_safe_model(run, cpu=True), files, k=1)
+        expected, answers = dict(zip(map(str, files), table.category_id)), {str(f): row for f, (_, row) in zip(files, table.iterrows())}
         driver.find_element(By.ID, 'files').send_keys('\n'.join(str(f) for f in files))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '.result')) == len(files))
         cards = driver.find_elements(By.CSS_SELECTOR, '.result')
@@ -329,7 +333,8 @@ def _browse(driver, url, run, files, tmp_path):
             assert card.get_attribute('data-file') == f.name
             assert card.find_element(By.CSS_SELECTOR, '.species').text == names[expected[str(f)]]
             assert len(card.find_elements(By.CSS_SELECTOR, 'ol.top li')) == min(5, len(names))
-            assert card.find_element(By.CSS_SELECTOR, '.family').text not in ('', '?')
+            assert card.find_element(By.CSS_SELECTOR, '.family').text.split(' (')[0] == answers[str(f)].top_family
+            assert card.find_element(By.CSS_SELECTOR, '.answer strong').text == answers[str(f)].answer
         heatmap = cards[0].find_element(By.CSS_SELECTOR, 'canvas.heatmap')
         assert heatmap.is_displayed()
         painted = driver.execute_script(
@@ -346,7 +351,7 @@ def _browse(driver, url, run, files, tmp_path):
         assert 'identified' in driver.find_element(By.ID, 'status').text
         assert driver.find_element(By.ID, 'download').is_enabled()
         csv_lines = driver.execute_script('return csvText();').splitlines()   # what "Download CSV" saves
-        assert csv_lines[0] == 'file,rank,category_id,species,genus,family,order,probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
+        assert csv_lines[0] == 'file,rank,category_id,species,genus,family,order,probability,answer_rank,answer,answer_probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
         assert csv_lines[1].startswith(f'{files[0].name},1,{expected[str(files[0])]},')
     finally: driver.quit()
 

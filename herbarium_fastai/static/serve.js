@@ -54,16 +54,21 @@ function resultCard(result) {
   const best = result.top[0];
   const sheet = el("div", { class: "sheet" }, [el("img", { src: result.preview, alt: result.file })]);
   if (result.heatmap) sheet.appendChild(heatmapCanvas(result.heatmap));
+  // family and order: the best of each rank, with the species' probabilities summed up the tree (`ranks`)
+  const ranks = result.ranks || {}, percent = (p) => (100 * p).toFixed(1) + "%";
+  const taxon = (rank) => ranks[rank] ? `${ranks[rank].name} (${percent(ranks[rank].probability)})` : (best[rank] || "?");
   const taxonomy = el("p", { class: "taxonomy" }, [
-    el("span", { text: "Family " }), el("strong", { class: "family", text: best.family || "?" }),
-    el("span", { text: " · Order " }), el("strong", { class: "order", text: best.order || "?" })]);
-  // (the answer at the deepest confident rank goes here once the model's JSON carries it)
+    el("span", { text: "Family " }), el("strong", { class: "family", text: taxon("family") }),
+    el("span", { text: " · Order " }), el("strong", { class: "order", text: taxon("order") })]);
+  const answer = result.answer ? el("p", { class: "answer" }, [  // the deepest rank the model is confident at
+    el("span", { text: `Answer (${result.answer.rank}): ` }), el("strong", { text: result.answer.name }),
+    el("span", { text: ` ${percent(result.answer.probability)}` })]) : el("p", {});
   const list = el("ol", { class: "top" }, result.top.map((p) => el("li", {}, [
     el("span", { class: "species", text: p.species || `category ${p.category_id}` }),
     el("span", { class: "probability", text: (100 * p.probability).toFixed(1) + "%" }),
     el("div", { class: "bar" }, [el("div", { style: `width: ${(100 * p.probability).toFixed(1)}%` })])])));
   return el("section", { class: "result", "data-file": result.file },
-    [el("h2", { text: result.file }), el("div", { class: "sheet-frame" }, [sheet]), taxonomy, list]);
+    [el("h2", { text: result.file }), el("div", { class: "sheet-frame" }, [sheet]), answer, taxonomy, list]);
 }
 
 async function identify(files) {
@@ -91,10 +96,11 @@ function csvField(value) {
 }
 
 function csvText() {
-  const header = ["file", "rank", "category_id", "species", "genus", "family", "order", "probability"];
+  const header = ["file", "rank", "category_id", "species", "genus", "family", "order", "probability", "answer_rank", "answer", "answer_probability"];
   const rows = [header.join(",")];
   for (const result of state.results) result.top.forEach((p, i) => rows.push(
-    [result.file, i + 1, p.category_id, p.species, p.genus, p.family, p.order, p.probability.toFixed(6)].map(csvField).join(",")));
+    [result.file, i + 1, p.category_id, p.species, p.genus, p.family, p.order, p.probability.toFixed(6),
+     ...(result.answer ? [result.answer.rank, result.answer.name, result.answer.probability.toFixed(6)] : ["", "", ""])].map(csvField).join(",")));
   return rows.join("\n") + "\n";
 }
 
