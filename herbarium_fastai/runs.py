@@ -252,6 +252,8 @@ def predict_submission(model,              # run folder, model.json, or model.pk
                )->dict:
     "Write the submission for `data`'s test images; returns macro F1 and accuracy when `data/test_labels.csv` exists"
     test_df = load_metadata(data, split='test')
+    if onnx and rank_source != 'roll-up':
+        raise HerbariumError(f"--onnx: model.onnx gives the species' scores only, so the higher ranks are their roll-up (not --rank-source {rank_source})")
     if onnx: from herbarium_fastai.onnx_model import load_onnx_model  # onnxruntime comes with the `serve` extra
     learn = load_onnx_model(model) if onnx else load_model(model, trust_pickle=trust_pickle)
     strength = 0.

@@ -364,6 +364,8 @@ def test_onnx_predictions_equal_pytorch_top1(run, flat_dataset, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
     torch_sub, onnx_sub = (pd.read_csv(tmp_path/n) for n in ('torch.csv', 'onnx.csv'))
     assert len(torch_sub) == 20 and torch_sub.equals(onnx_sub)
+    refused = run_command('herbarium-predict', run, flat_dataset, '--out', tmp_path/'heads.csv', '--onnx', '--rank-source', 'heads')
+    assert refused.returncode == 2 and 'roll-up' in refused.stderr and 'Traceback' not in refused.stderr and not (tmp_path/'heads.csv').exists()
 
 def test_onnx_server_answers_as_pytorch(run, sheets, expected):
     with TestClient(create_app(run, onnx=True)) as client:
