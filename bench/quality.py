@@ -87,8 +87,37 @@ def kit(data, seed, epochs, size, bs, out, weights=None):
     sub = pd.read_csv(out/'submission.csv')
     return sub.Id.to_numpy(), sub.Predicted.to_numpy()
 
+def with_plain_lr(*args):
+    "Ablation: the kit, with plain fastai's learning rate (lr_find's valley over 100 steps)"
+    import herbarium_fastai.learner as L
+    original = L.find_learning_rate
+    L.find_learning_rate = lambda learn, plot=None, num_it=100: float(learn.lr_find(num_it=100, show_plot=False).valley)
+    try: return kit(*args)
+    finally: L.find_learning_rate = original
+
+def with_plain_augmentation(*args):
+    "Ablation: the kit, with plain fastai's `aug_transforms()` (no 0.75 crops, rotation 10)"
+    import herbarium_fastai.data as D
+    original = D.aug_transforms
+    D.aug_transforms = lambda size=None, **_: original(size=size)
+    try: return kit(*args)
+    finally: D.aug_transforms = original
+
+def with_random_split(*args):
+    "Ablation: the kit, with a random 20% validation split instead of 20% of each species"
+    import herbarium_fastai.data as D, herbarium_fastai.runs as R
+    original = D.long_tail_split
+    def random_split(labels, valid_pct=0.2, seed=0, min_train=1):
+        return np.random.default_rng(seed).random(len(labels)) < valid_pct
+    D.long_tail_split = R.long_tail_split = random_split
+    try: return kit(*args)
+    finally: D.long_tail_split = R.long_tail_split = original
+
 RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
-               lite0=('kit lite0', lambda *a: kit(*a, weights='efficientnet-lite0')))
+               lite0=('kit lite0', lambda *a: kit(*a, weights='efficientnet-lite0')),
+               # ablations: the kit with one of its choices replaced by plain fastai's
+               kit_plain_lr=('kit, plain lr', with_plain_lr), kit_plain_aug=('kit, plain aug', with_plain_augmentation),
+               kit_random_split=('kit, rnd split', with_random_split))
 
 def main():
     args = parse()

@@ -109,7 +109,7 @@ def predict_metadata(learn,            # a `Learner` (from `load_model` or train
         top_probs[done:done + len(probs)], top_index[done:done + len(probs)] = probs.cpu().numpy(), index.cpu().numpy()
         done += len(probs)
         ranks.append(rank_predictions(species, description.classes, description.rank_thresholds,
-                                      rank_probabilities(species, tree, heads, rank_source)))
+                                      rank_probabilities(species, tree, heads, rank_source), tree=tree))
     top_ids = vocab[top_index]
     return pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
                              top_k_ids=list(top_ids), top_k_probabilities=list(top_probs))).join(

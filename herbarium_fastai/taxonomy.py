@@ -7,7 +7,7 @@ __all__ = ['RANKS', 'RANK_SOURCES', 'taxonomy_tree', 'roll_up', 'best_per_rank',
            'choose_rank_thresholds', 'true_ranks', 'rank_scores', 'validation_rank_scores', 'RankHeads',
            'add_rank_heads', 'rank_heads_of', 'RankLoss']
 
-# %% ../nbs/03a_taxonomy.ipynb #bb192061
+# %% ../nbs/03a_taxonomy.ipynb #161d629c
 import numpy as np
 import pandas as pd
 import torch
@@ -18,7 +18,7 @@ from torch import nn
 
 from .core import HerbariumError
 
-# %% ../nbs/03a_taxonomy.ipynb #0fff2c3d
+# %% ../nbs/03a_taxonomy.ipynb #bea4c8bd
 RANKS = ('genus', 'family', 'order')  # the ranks above species, lowest first
 
 def taxonomy_tree(classes:list, # per output: a dict with `species` and, where known, `genus`, `family`, `order`
@@ -32,7 +32,7 @@ def taxonomy_tree(classes:list, # per output: a dict with `species` and, where k
         tree[rank] = dict(names=names.tolist(), index=index.astype(np.int64))
     return tree
 
-# %% ../nbs/03a_taxonomy.ipynb #6a4b0f97
+# %% ../nbs/03a_taxonomy.ipynb #f0591355
 def roll_up(probabilities:torch.Tensor, # (images, species) probabilities, each row summing to one
             tree:dict,                  # from `taxonomy_tree`
            )->dict:
@@ -43,7 +43,7 @@ def roll_up(probabilities:torch.Tensor, # (images, species) probabilities, each 
         out[rank] = probabilities.new_zeros(len(probabilities), len(t['names'])).index_add_(1, index, probabilities)
     return out
 
-# %% ../nbs/03a_taxonomy.ipynb #cfd2525a
+# %% ../nbs/03a_taxonomy.ipynb #7a31bbb2
 def best_per_rank(probabilities:torch.Tensor, # (images, species) probabilities
                   tree:dict,                  # from `taxonomy_tree`
                   rank_probabilities=None,    # per rank, (images, taxa) probabilities to use instead of the roll-up
@@ -60,9 +60,10 @@ def rank_predictions(probabilities:torch.Tensor, # (images, species) probabiliti
                      classes:list,               # per output: `species` and the higher ranks (a model description's `classes`)
                      thresholds=None,            # per rank, the probability an answer there needs (`choose_rank_thresholds`)
                      rank_probabilities=None,    # per rank, probabilities from the model's rank heads, to use instead
+                     tree=None,                  # `taxonomy_tree(classes)`, when made already (a loop over batches makes it once)
                     )->pd.DataFrame:
     "Per image: the best taxon and its probability at each rank, and the answer at the deepest confident rank"
-    tree, thresholds = taxonomy_tree(classes), thresholds or {}
+    tree, thresholds = taxonomy_tree(classes) if tree is None else tree, thresholds or {}
     names = {'species': [c['species'] for c in classes], **{r: t['names'] for r, t in tree.items()}}
     frame = {}
     for rank, (index, value) in best_per_rank(probabilities, tree, rank_probabilities).items():
@@ -74,7 +75,7 @@ def rank_predictions(probabilities:torch.Tensor, # (images, species) probabiliti
     pick = lambda column: np.array([frame[f'top_{r}{column}'][i] for i, r in enumerate(answer)])
     return pd.DataFrame(dict(frame, answer_rank=answer, answer=pick(''), answer_probability=pick('_probability')))
 
-# %% ../nbs/03a_taxonomy.ipynb #27dedda8
+# %% ../nbs/03a_taxonomy.ipynb #953c14b3
 RANK_SOURCES = ('roll-up', 'heads', 'mean')  # where the higher ranks' probabilities come from
 
 def rank_probabilities(probabilities:torch.Tensor, # (images, species) probabilities
@@ -89,7 +90,7 @@ def rank_probabilities(probabilities:torch.Tensor, # (images, species) probabili
     rolled = roll_up(probabilities, tree)
     return {r: (rolled[r] + p) / 2 for r, p in heads.items()}
 
-# %% ../nbs/03a_taxonomy.ipynb #6229b9f1
+# %% ../nbs/03a_taxonomy.ipynb #f524064b
 def choose_rank_thresholds(best:dict,        # from `best_per_rank` on the validation images
                            truth:dict,       # per rank, the true taxon index of each image (`true_ranks`)
                            precision=0.95,   # the share of answers at a rank that must be right
@@ -110,7 +111,7 @@ def true_ranks(targets, # each image's species, as an output index
     targets = np.asarray(targets)
     return {'species': targets, **{r: t['index'][targets] for r, t in tree.items()}}
 
-# %% ../nbs/03a_taxonomy.ipynb #bc5d388c
+# %% ../nbs/03a_taxonomy.ipynb #ab9ad904
 def rank_scores(truth:dict,     # per rank, species first, the true taxon indices (`true_ranks`)
                 predicted:dict, # per rank, the predicted taxon indices (the same shape)
                )->dict:
@@ -122,7 +123,7 @@ def rank_scores(truth:dict,     # per rank, species first, the true taxon indice
                 for rank in truth if rank != 'species'}
     return dict(ranks=scores, wrong_species=int(wrong.sum()), mistakes=severity)
 
-# %% ../nbs/03a_taxonomy.ipynb #1fe374f5
+# %% ../nbs/03a_taxonomy.ipynb #2a9f478f
 def validation_rank_scores(ranks:dict, # `truth`, `roll_up` and (with heads) `heads`: from `choose_prior_strength(...)['ranks']`
                            tree:dict,  # from `taxonomy_tree`
                           )->dict:
@@ -135,7 +136,7 @@ def validation_rank_scores(ranks:dict, # `truth`, `roll_up` and (with heads) `he
                           for r, (index, _) in ranks[source].items() if r != 'species'}
     return scores
 
-# %% ../nbs/03a_taxonomy.ipynb #e775501a
+# %% ../nbs/03a_taxonomy.ipynb #acf9855b
 class RankHeads(nn.Module):
     "fastai's species head, plus one linear head per rank on its pooled features"
     def __init__(self, head:nn.Sequential, # fastai's head (`create_head`): pooling, `Flatten`, then the layers
@@ -173,7 +174,7 @@ def rank_heads_of(model)->RankHeads|None:
     head = model[1] if isinstance(model, nn.Sequential) and len(model) > 1 else None
     return head if isinstance(head, RankHeads) else None
 
-# %% ../nbs/03a_taxonomy.ipynb #82dbc369
+# %% ../nbs/03a_taxonomy.ipynb #3f8e2717
 class RankLoss(Callback):
     "Adds `weight` × the rank heads' cross-entropies to the species loss (after fastai's `loss_func`)"
     def __init__(self, weight=0.5): self.weight = weight  # the higher ranks' loss weight, each
