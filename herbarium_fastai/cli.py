@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['command_parser', 'command', 'synth_command', 'train_command', 'predict_command', 'export_command', 'check_command',
-           'resize_command']
+           'resize_command', 'serve_command']
 
 # %% ../nbs/07_cli.ipynb #7671c29a
 import argparse, json, sys, warnings
@@ -147,20 +147,26 @@ def predict_command(model:str,                 # run folder, model.json, or mode
                     bs:int=64,                 # batch size
                     workers:int=None,          # DataLoader worker processes (default: all cores)
                     rank_source:str='roll-up', # genus/family/order probabilities in the top-k CSV: roll-up (of the species'), heads, or mean
+                    onnx:bool=False,           # run model.onnx with onnxruntime on the CPU (write it with herbarium-export RUN --onnx)
                    ):
     "Predict the test images of DATA and write a Kaggle submission (Id,Predicted); score it when labels are beside it"
     from herbarium_fastai.runs import predict_submission
     scores = predict_submission(model, data, out, top_k_csv=top_k_csv, k=k, tta=tta, prior_correction=prior_correction,
-                                trust_pickle=trust_pickle, bs=bs, workers=workers, rank_source=rank_source)
+                                trust_pickle=trust_pickle, bs=bs, workers=workers, rank_source=rank_source, onnx=onnx)
     print(f"submission: {out}" + (f"\ntop-{k}: {top_k_csv}" if top_k_csv else ''))
     if scores: print(json.dumps(scores, indent=2))
 
 # %% ../nbs/07_cli.ipynb #2e47bdcf
 @command('herbarium-export')
-def export_command(model:str, # model.pkl of a run (yours: it is unpickled)
+def export_command(model:str, # model.pkl of a run (yours: it is unpickled); with --onnx, a run folder or its model.json
                    out:str=None,  # folder for model.safetensors + model.json (default: beside model.pkl)
+                   onnx:bool=False, # write model.onnx from the safe files instead, checked against PyTorch's outputs (for --onnx of predict and serve)
                   ):
-    "Write the safe model files (model.safetensors + model.json) for a pickled model.pkl"
+    "Write the safe model files (model.safetensors + model.json) for a pickled model.pkl, or with --onnx a run's model.onnx"
+    if onnx:
+        if out is not None: raise HerbariumError("--onnx writes model.onnx beside model.json: leave out --out")
+        from herbarium_fastai.onnx_model import export_onnx_model
+        print(f"wrote {export_onnx_model(model)}"); return
     from herbarium_fastai.runs import export_safe_model
     print(f"wrote {export_safe_model(model, out)}")
 
@@ -193,6 +199,33 @@ def resize_command(data:str,          # dataset root (Kaggle layout)
     if result['failed']:
         print(f"herbarium-resize: {result['failed']:,} images could not be read (first: {result['problems'][0]})", file=sys.stderr)
         sys.exit(1)
+
+# %% ../nbs/07_cli.ipynb #fb3cedda
+@command('herbarium-serve')
+def serve_command(run:str,                 # run folder (model.json + model.safetensors; model.onnx with --onnx)
+                  host:str='127.0.0.1',    # address to listen on (0.0.0.0: every interface, for anyone who can reach this machine)
+                  port:int=8000,           # port
+                  workers:int=1,           # server processes, each with the model; the cores are shared out among them
+                  max_upload_mb:float=30,  # the largest image file accepted, in MB
+                  max_files:int=32,        # images in one request at most
+                  onnx:bool=False,         # run the network with onnxruntime (model.onnx, from herbarium-export RUN --onnx)
+                 ):
+    "Serve a model: a page to identify sheet images in a browser, and a JSON API (POST /identify, GET /model, GET /health)"
+    try: import uvicorn
+    except ImportError: raise HerbariumError('the server needs its packages: pip install "herbarium_fastai[serve]"') from None
+    import os
+    from herbarium_fastai.core import cpu_count
+    from herbarium_fastai.serve import create_app
+    if workers < 1 or max_files < 1 or max_upload_mb <= 0: raise HerbariumError("--workers and --max-files: at least 1; --max-upload-mb: above 0")
+    options = dict(onnx=onnx, max_upload_mb=max_upload_mb, max_files=max_files, threads=max(1, cpu_count() // workers))
+    app = create_app(run, **options)  # the model is loaded (and a bad run refused) before any server starts
+    card = app.state.classifier
+    print(f"herbarium-serve: http://{host}:{port}/ ({card.description.arch}, {len(card.description.classes)} species, "
+          f"{card.runtime}, {workers} worker{'s' if workers > 1 else ''}); Ctrl-C stops it", flush=True)
+    if workers == 1: uvicorn.run(app, host=host, port=port, log_level='warning')
+    else:
+        os.environ.update(HERBARIUM_SERVE_RUN=str(run), HERBARIUM_SERVE_OPTIONS=json.dumps(options))
+        uvicorn.run('herbarium_fastai.serve:app_from_environment', factory=True, host=host, port=port, workers=workers, log_level='warning')
 
 # %% ../nbs/07_cli.ipynb #953b2237
 _MOVED = dict(train_run='train_run_folder', predict_run='predict_submission', check_run='check_dataset')  # now in `runs`

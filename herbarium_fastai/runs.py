@@ -248,10 +248,14 @@ def predict_submission(model,              # run folder, model.json, or model.pk
                 bs=64,              # batch size
                 workers=None,       # DataLoader worker processes; default all cores
                 rank_source='roll-up', # the higher ranks' probabilities in `top_k_csv`: 'roll-up', 'heads' or 'mean' (`taxonomy.RANK_SOURCES`)
+                onnx=False,         # run model.onnx with onnxruntime on the CPU (from `herbarium-export RUN --onnx`)
                )->dict:
     "Write the submission for `data`'s test images; returns macro F1 and accuracy when `data/test_labels.csv` exists"
     test_df = load_metadata(data, split='test')
-    learn = load_model(model, trust_pickle=trust_pickle)
+    if onnx and rank_source != 'roll-up':
+        raise HerbariumError(f"--onnx: model.onnx gives the species' scores only, so the higher ranks are their roll-up (not --rank-source {rank_source})")
+    if onnx: from herbarium_fastai.onnx_model import load_onnx_model  # onnxruntime comes with the `serve` extra
+    learn = load_onnx_model(model) if onnx else load_model(model, trust_pickle=trust_pickle)
     strength = 0.
     if prior_correction:
         strength = learn.model_description.prior_strength
