@@ -5,8 +5,8 @@
 fastai's `DataLoader.__iter__` builds a new torch iterator (`_MultiProcessingDataLoaderIter(self.fake_l)`) for every
 epoch instead of asking torch's `DataLoader` for one, and torch keeps workers alive only through the `DataLoader` that
 made them. Measured here: the time of lr_find's 100 steps (50 epochs of this 2-batch set) and of 3 epochs, for
-`persistent_workers` False and True; and the time of the same lr_find loading in this process (`fake_l.no_multiproc()`,
-what `learner.find_learning_rate` does on a set smaller than its probe).
+`persistent_workers` False and True; and the time of the same lr_find loading in this process (`fake_l.no_multiproc()`)
+instead of in worker processes.
 """
 import argparse, tempfile, time, warnings
 from pathlib import Path

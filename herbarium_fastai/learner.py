@@ -9,7 +9,7 @@ __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'train', 'macro_f1', 'herb
            'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
-import contextlib, dataclasses, importlib, os, sys, time
+import dataclasses, importlib, os, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -292,12 +292,9 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
     # fastai's older rule (a tenth of the rate at the loss minimum) bounds it from below. Steps: fastai smooths the
     # loss over ~50 of them (beta 0.98), so a short probe reads a lagging curve; 0.2 took an epoch's worth (42 on
     # the digits of bench/quality.py: lr 1e-3, macro F1 0.84) where 100 steps find 2.5e-3 and 0.94 (bench/RESULTS.md).
-    # lr_find restarts the training DataLoader each time it runs out, and fastai starts its workers anew each time
-    # (`persistent_workers` does not help: fastai makes a new torch iterator every epoch; bench/workers.py): a set
-    # smaller than the probe is loaded in this process instead
-    train = learn.dls.train
-    in_process = train.fake_l.no_multiproc() if len(train) < num_it and train.fake_l.num_workers else contextlib.nullcontext()
-    with in_process: suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley, minimum))
+    # (on a set smaller than the probe, lr_find restarts the DataLoader's workers every epoch: neither
+    # `persistent_workers` nor loading in this process was measured faster, bench/workers.py)
+    suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley, minimum))
     models = Path(learn.path)/learn.model_dir  # lr_find saves and removes its temporary weights there
     if models.is_dir() and not any(models.iterdir()): models.rmdir()
     if plot is not None:
