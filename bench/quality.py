@@ -16,6 +16,10 @@ Recipes (the same epochs in total; horizontal flips in all three):
   `predict_submission` (what `herbarium-train DATA --no-pretrained` + `herbarium-predict` do);
 - `kit lite0`: the same with `weights='efficientnet-lite0'` (1 frozen epoch + epochs-1).
 Printed: test macro F1 mean ± sd over the seeds, and the mean wall time of a run, side by side.
+
+Ablations (`--recipes kit_plain_lr,kit_plain_aug,kit_random_split`): the kit with one choice replaced by plain
+fastai's: its learning rate (lr_find's valley over 100 steps), its augmentation (`aug_transforms()`), a random split.
+They found why the 0.2 default lost on digits (bench/RESULTS.md).
 """
 import argparse, json, statistics, sys, tempfile, time, warnings
 from pathlib import Path
