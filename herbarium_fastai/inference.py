@@ -92,6 +92,7 @@ def predict_metadata(learn,            # a `Learner` (from `load_model` or train
                   prior_strength=0., # τ of the prior correction; 0: none
                   num_workers=None, # DataLoader workers; default fastai's (all cores)
                   rank_source='roll-up', # the higher ranks' probabilities: 'roll-up' (of the species'), 'heads', or 'mean' of both
+                  ranks=True,       # the best taxon at each rank and the answer (a submission alone needs neither)
                  )->pd.DataFrame:
     "One row per image: `image_id`, the best `category_id` and its `probability`, the top-k as arrays, and the best taxon at each rank"
     description = model_description(learn)
@@ -102,18 +103,18 @@ def predict_metadata(learn,            # a `Learner` (from `load_model` or train
     k = min(k, len(vocab))
     # filled in place: small arrays kept per batch between the large freed ones fragment the heap, and memory grows
     top_probs, top_index = np.empty((len(items), k), np.float32), np.empty((len(items), k), np.int64)
-    done, ranks, tree = 0, [], taxonomy_tree(description.classes)
+    done, rank_rows, tree = 0, [], taxonomy_tree(description.classes)
     for logits, heads, _ in stream_outputs(learn, dl, tta, prior_strength):
         species = logits.softmax(dim=-1)
         probs, index = species.topk(k, dim=-1)
         top_probs[done:done + len(probs)], top_index[done:done + len(probs)] = probs.cpu().numpy(), index.cpu().numpy()
         done += len(probs)
-        ranks.append(rank_predictions(species, description.classes, description.rank_thresholds,
-                                      rank_probabilities(species, tree, heads, rank_source), tree=tree))
+        if ranks: rank_rows.append(rank_predictions(species, description.classes, description.rank_thresholds,
+                                                    rank_probabilities(species, tree, heads, rank_source), tree=tree))
     top_ids = vocab[top_index]
-    return pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
-                             top_k_ids=list(top_ids), top_k_probabilities=list(top_probs))).join(
-        pd.concat(ranks, ignore_index=True) if ranks else None)
+    frame = pd.DataFrame(dict(image_id=df.image_id.to_numpy(), category_id=top_ids[:, 0], probability=top_probs[:, 0],
+                              top_k_ids=list(top_ids), top_k_probabilities=list(top_probs)))
+    return frame.join(pd.concat(rank_rows, ignore_index=True)) if rank_rows else frame
 
 # %% ../nbs/05_inference.ipynb #3deb3814
 def _concatenate_best(batches:list)->dict:

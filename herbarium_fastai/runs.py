@@ -261,7 +261,7 @@ def predict_submission(model,              # run folder, model.json, or model.pk
         strength = learn.model_description.prior_strength
         if strength is None: raise HerbariumError(f"{model}: no prior strength was chosen for this model at training")
     predictions = predict_metadata(learn, test_df, k=k if top_k_csv else 1, bs=bs, tta=tta, prior_strength=strength,
-                                   num_workers=workers, rank_source=rank_source)
+                                   num_workers=workers, rank_source=rank_source, ranks=bool(top_k_csv))
     sub = submission_frame(predictions)
     check_submission(sub, test_df.image_id.to_numpy())
     if top_k_csv: write_submission(top_k_table(predictions, learn), top_k_csv)
