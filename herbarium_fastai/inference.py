@@ -135,8 +135,9 @@ def choose_prior_strength(learn,  # a trained `Learner` with its validation Data
         for i, s in enumerate(strengths): predicted[i, done:done + len(yb)] = (logits - s * log_prior.to(logits.device)).argmax(-1).cpu().numpy()
         truth[done:done + len(yb)] = yb.cpu().numpy()
         done += len(yb)
-        rank_best['roll_up'].append(best_per_rank(logits.softmax(-1), tree))
-        if heads: rank_best['heads'].append(best_per_rank(logits.softmax(-1), tree, heads))
+        species = logits.softmax(-1)
+        rank_best['roll_up'].append(best_per_rank(species, tree))
+        if heads: rank_best['heads'].append(best_per_rank(species, tree, heads))
     scores = {s: float(f1_score(truth, predicted[i], average='macro')) for i, s in enumerate(strengths)}
     best = max(scores, key=lambda s: (scores[s], -s))  # ties go to the weaker correction
     model_description(learn).prior_strength = best

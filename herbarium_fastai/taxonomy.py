@@ -49,7 +49,8 @@ def best_per_rank(probabilities:torch.Tensor, # (images, species) probabilities
                   rank_probabilities=None,    # per rank, (images, taxa) probabilities to use instead of the roll-up
                  )->dict:
     "Per rank, species first: the best taxon's index and its probability for each image (numpy arrays)"
-    ranks = {'species': probabilities, **roll_up(probabilities, tree), **(rank_probabilities or {})}
+    given = rank_probabilities or {}
+    ranks = {'species': probabilities, **roll_up(probabilities, {r: t for r, t in tree.items() if r not in given}), **given}
     best = {}
     for rank, p in ranks.items():
         value, index = p.float().max(1)
