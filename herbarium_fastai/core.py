@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['HerbariumError', 'MetadataError', 'one_line_message', 'is_temporary', 'write_atomically', 'write_json', 'write_csv',
-           'process_map', 'cache_folder', 'cpu_count', 'renamed']
+           'process_map', 'cache_folder', 'cpu_count', 'require_packages', 'renamed']
 
 # %% ../nbs/00_core.ipynb #2fa6fb21
-import csv, functools, io, json, os, re, threading, warnings
+import csv, importlib, io, json, os, re, threading
+from importlib import metadata
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -106,6 +107,30 @@ def cpu_count()->int:
     except AttributeError: return os.cpu_count() or 1
 
 # %% ../nbs/00_core.ipynb #eebfa7f3
+def _install_line(packages:list, # PyPI names of the missing packages
+                  extra=None,    # the kit's extra that installs them
+                 )->str:
+    "The pip command that installs `packages`: the kit's extra where there is one, else the packages as the kit pins them"
+    if extra: return f'pip install "herbarium_fastai[{extra}]"'
+    try: pins = {re.split(r'[<>=!~; \[]', r, maxsplit=1)[0].lower(): r.split(';')[0].strip() for r in metadata.requires('herbarium_fastai') or []}
+    except metadata.PackageNotFoundError: pins = {}
+    return 'pip install ' + ' '.join(f'"{pins.get(p.lower(), p)}"' for p in packages)
+
+def require_packages(feature:str,  # what needs them, for the message (e.g. 'herbarium-export --onnx')
+                     modules:dict, # import name -> PyPI name, e.g. `{'multipart': 'python-multipart'}`
+                     extra=None,   # the kit's extra that installs them (None: they come with the kit itself)
+                    )->dict:
+    "Import every module of `modules` (import name -> module); if any is missing, one `HerbariumError` naming them all and the install line"
+    found, missing = {}, []
+    for name, package in modules.items():
+        try: found[name] = importlib.import_module(name)
+        except ImportError: missing.append(package)
+    if missing:
+        raise HerbariumError(f"{feature} needs {', '.join(missing)}, not installed: {_install_line(missing, extra)}")
+    return found
+
+# %% ../nbs/00_core.ipynb #0d197217
+import functools, warnings
 def renamed(func,     # the function under its new name
             old:str,  # its old name
            ):

@@ -28,6 +28,20 @@ def run_command(*args, env=None, timeout=600):
     full_env = {**os.environ, 'MPLBACKEND': 'Agg', **(env or {})}
     return subprocess.run(command_line(*args), capture_output=True, text=True, env=full_env, timeout=timeout)
 
+def assert_clean_failure(result, *words):
+    "Exit status 2, one line on stderr that contains `words`, no traceback"
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert 'Traceback' not in result.stderr
+    for w in words: assert w in lines[0], (w, lines[0])
+
+# a valid Herbarium 2021 train metadata file of one image, for tests that break it one way at a time
+GOOD = dict(images=[dict(id=10, width=32, height=48, file_name='images/000/05/10.jpg', license=0)],
+            annotations=[dict(id=1, image_id=10, category_id=5, institution_id=0)],
+            categories=[dict(id=5, name='Acer rubrum', family='Sapindaceae', order='Sapindales')],
+            institutions=[dict(id=0, name='NY')], licenses=[dict(id=0, name='CC', url='')], info=dict(year=2021))
+
 @pytest.fixture(scope='session')
 def flat_dataset(tmp_path_factory):
     "A trivially separable dataset (one flat colour per species) in the Kaggle 2021 layout"

@@ -5,15 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_command
-
-def assert_clean_failure(result, *words):
-    "Exit status 2, one line on stderr that contains `words`, no traceback"
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert 'Traceback' not in result.stderr
-    for w in words: assert w in lines[0], (w, lines[0])
+from conftest import GOOD, assert_clean_failure, run_command
 
 COMMANDS = ['herbarium-synth', 'herbarium-train', 'herbarium-predict', 'herbarium-export', 'herbarium-check', 'herbarium-resize']
 
@@ -80,11 +72,6 @@ def _write_bad_dataset(root, metadata_text):
     (root/'train').mkdir(parents=True)
     (root/'train'/'metadata.json').write_text(metadata_text)
     return root
-
-GOOD = dict(images=[dict(id=10, width=32, height=48, file_name='images/000/05/10.jpg', license=0)],
-            annotations=[dict(id=1, image_id=10, category_id=5, institution_id=0)],
-            categories=[dict(id=5, name='Acer rubrum', family='Sapindaceae', order='Sapindales')],
-            institutions=[dict(id=0, name='NY')], licenses=[dict(id=0, name='CC', url='')], info=dict(year=2021))
 
 def _variant(**changes):
     meta = json.loads(json.dumps(GOOD)); meta.update(changes)

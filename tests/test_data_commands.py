@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import command_line, run_command
-from test_commands import GOOD, assert_clean_failure
+from conftest import GOOD, assert_clean_failure, command_line, run_command
 from herbarium_fastai.core import is_temporary
 from herbarium_fastai.data import herbarium_dataloaders
 from herbarium_fastai.metadata import image_paths, load_metadata
