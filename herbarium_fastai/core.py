@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['HerbariumError', 'MetadataError', 'one_line_message', 'is_temporary', 'write_atomically', 'write_json', 'write_csv',
-           'process_map', 'cache_folder', 'cpu_count', 'require_packages', 'renamed']
+           'process_map', 'cache_folder', 'cpu_count', 'resolve_run_file', 'require_packages', 'renamed']
 
 # %% ../nbs/00_core.ipynb #2fa6fb21
 import csv, importlib, io, json, os, re, threading
@@ -21,13 +21,15 @@ class MetadataError(HerbariumError, ValueError):
 
 # %% ../nbs/00_core.ipynb #7e2cdfad
 def one_line_message(error:BaseException, # the error to report
+                     with_type=False,     # start with the error's type: `OSError: image file is truncated`
                     )->str:
     "The message of `error` on one line; for an error torch re-raised from a DataLoader worker, the worker's own message"
     text = str(error).strip()
     if 'Original Traceback' in text:  # torch wraps a worker's error as "Caught X in DataLoader worker ...\nOriginal Traceback ..."
         kind, _, message = text.splitlines()[-1].partition(': ')
         text = message if kind.endswith(('Error', 'Exception')) and message else text.splitlines()[-1]
-    return ' '.join(text.split())
+    text = ' '.join(text.split())
+    return f"{type(error).__name__}: {text}" if with_type else text
 
 # %% ../nbs/00_core.ipynb #33ccb21a
 def _temporary_name(fname:Path)->Path:
@@ -105,6 +107,14 @@ def cpu_count()->int:
     "How many CPUs this process may use (its affinity mask, not the machine's count)"
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
+
+# %% ../nbs/00_core.ipynb #93da239d
+def resolve_run_file(path,   # a run folder, or a model file in it (model.json, model.safetensors, model.onnx, model.pkl)
+                     suffix, # the file wanted, by its suffix: '.json', '.safetensors', '.onnx' or '.pkl'
+                    )->Path:
+    "The `model<suffix>` of the run folder `path`, or the file beside `path` with the same name and `suffix` (it may not exist)"
+    path = Path(path)
+    return path/f'model{suffix}' if path.is_dir() else path.with_suffix(suffix)
 
 # %% ../nbs/00_core.ipynb #eebfa7f3
 def _install_line(packages:list, # PyPI names of the missing packages
