@@ -48,7 +48,7 @@ def predict_speed(learn, files, bs, repeats=2):
             start = time.perf_counter()
             table = predict_images(learn, files, k=5, bs=bs, num_workers=0)
             best = max(best, len(files) / (time.perf_counter() - start))
-            top1 = table[table['rank'] == 1].category_id.tolist()
+            top1 = table[table['position'] == 1].category_id.tolist()
     return best, top1
 
 def free_port():

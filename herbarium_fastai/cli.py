@@ -7,31 +7,60 @@ __all__ = ['SERVER_PACKAGES', 'command_parser', 'command', 'synth_command', 'tra
            'check_command', 'resize_command', 'serve_command']
 
 # %% ../nbs/07_cli.ipynb #7671c29a
-import argparse, json, sys, warnings
+import argparse, json, os, re, sys, typing, warnings
 from contextlib import contextmanager
+from dataclasses import fields
 
 from fastcore.docments import docments
 from fastcore.script import Param
 
-from .core import HerbariumError, one_line_message, renamed, require_packages
+from .core import HerbariumError, cpu_count, one_line_message, require_packages
+from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, TRAINING, PredictionOptions, ServeOptions,
+                                      TrainingOptions)
 
 # fastai.layers calls torch.jit.script at import, which torch now deprecates: not ours to fix, and not for the user's screen
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
 # %% ../nbs/07_cli.ipynb #52dee09e
-def command_parser(func,      # a function with docments: each parameter becomes an argument
-                   prog=None, # the command's name
+def _add_parameter(parser, name, doc):
+    "An argument for the parameter `name` of a function, from its docment (fastcore's `Param` with hyphens)"
+    param = doc.anno if isinstance(doc.anno, Param) else Param(doc.docment, doc.anno)
+    param.set_default(doc.default)
+    if param.action in ('store_true', 'store_false'): param.help = doc.docment  # a switch: its help says what it does
+    kwargs = param.kwargs
+    if param.opt: kwargs['dest'] = name
+    parser.add_argument(f"{param.pre}{'no-' if param.negated else ''}{name.replace('_', '-') if param.opt else name}", **kwargs)
+
+def command_parser(func,           # a function with docments: each parameter becomes an argument
+                   prog=None,      # the command's name
+                   options=None,   # an options dataclass (`options.TrainingOptions`, ...): each field becomes an argument too
+                   positional={},  # fields of `options` given without a flag: name -> argparse's `nargs` (`None`: required, `'?'`: optional)
+                   epilog=None,    # text after the options in `--help`
                   )->argparse.ArgumentParser:
-    "An `ArgumentParser` for `func`, as fastcore's `anno_parser` makes it, with `--some-option` for `some_option`"
-    parser = argparse.ArgumentParser(prog=prog, description=func.__doc__)
+    "An `ArgumentParser` for `func` (and `options`), as fastcore's `anno_parser` makes it, with `--some-option` for `some_option`"
+    parser = argparse.ArgumentParser(prog=prog, description=func.__doc__, epilog=epilog)
+    for name, (kind, default, comment) in (options.documented() if options else {}).items():
+        _add_field(parser, name, kind, default, comment, positional)
     for name, doc in docments(func, full=True, returns=False, eval_str=True).items():
-        param = doc.anno if isinstance(doc.anno, Param) else Param(doc.docment, doc.anno)
-        param.set_default(doc.default)
-        if param.action in ('store_true', 'store_false'): param.help = doc.docment  # a switch: its help says what it does
-        kwargs = param.kwargs
-        if param.opt: kwargs['dest'] = name
-        parser.add_argument(f"{param.pre}{'no-' if param.negated else ''}{name.replace('_', '-') if param.opt else name}", **kwargs)
+        if not (options and name == 'given'): _add_parameter(parser, name, doc)
     return parser
+
+# %% ../nbs/07_cli.ipynb #f8429a7f
+def _add_field(parser, name, kind, default, comment, positional):
+    "An argument for the options field `name`: its type, its comment as help, its default said (not set: `SUPPRESS`)"
+    kind = next((k for k in typing.get_args(kind) if k is not type(None)), kind)  # `int|None` -> int
+    kind = str if kind is list else kind  # comma-separated, split by the options type
+    if name in positional: return parser.add_argument(name, type=kind, nargs=positional[name], help=comment, default=argparse.SUPPRESS)
+    flag = name.replace('_', '-')
+    if kind is bool: return parser.add_argument(f"--{'no-' if default else ''}{flag}", dest=name, action='store_false' if default else 'store_true',
+                                                help=_switch_help(comment, default), default=argparse.SUPPRESS)
+    said = '' if default is None or '(default' in (comment or '') else f' (default: {default})'
+    parser.add_argument(f'--{flag}', dest=name, type=kind, help=f'{comment}{said}', default=argparse.SUPPRESS)
+
+def _switch_help(comment, default):
+    "A switch's help says what it does: for `x:bool=True # A (--no-x: B)` the switch `--no-x` does 'B (without it: A)'"
+    m = re.fullmatch(r'(.*) \(--no-[\w-]+: (.*)\)', comment or '')
+    return f"{m[2]} (without it: {m[1]})" if default and m else comment
 
 @contextmanager
 def _command_errors(command): # the command's name, printed before the message
@@ -41,18 +70,23 @@ def _command_errors(command): # the command's name, printed before the message
         print(f"{command}: error: {one_line_message(e)}", file=sys.stderr)
         sys.exit(2)
 
-def command(prog): # the console command's name
-    "Decorator: `func.main()` runs `func` as the command `prog`, with arguments from `sys.argv`"
+def command(prog,          # the console command's name
+            options=None,  # an options dataclass: its fields are the command's options too, passed as the dict `given`
+            positional={}, # fields of `options` given without a flag (see `command_parser`)
+            epilog=None,   # text after the options in `--help`
+           ):
+    "Decorator: `func.main()` runs `func` as the command `prog`, with arguments from `sys.argv`; `func.parser()` is its parser"
     def _decorate(func):
+        func.parser = lambda: command_parser(func, prog, options, positional, epilog)
         def main(argv=None): # arguments; default `sys.argv[1:]`
-            args = command_parser(func, prog).parse_args(argv)
-            with _command_errors(prog): return func(**vars(args))
+            args = vars(func.parser().parse_args(argv))
+            with _command_errors(prog):
+                if options is None: return func(**args)
+                names = {f.name for f in fields(options)}
+                return func({k: v for k, v in args.items() if k in names}, **{k: v for k, v in args.items() if k not in names})
         func.main = main
         return func
     return _decorate
-
-# %% ../nbs/07_cli.ipynb #5630ceba
-SERVER_PACKAGES = {'fastapi': 'fastapi', 'uvicorn': 'uvicorn', 'python_multipart': 'python-multipart'}  # herbarium-serve
 
 # %% ../nbs/07_cli.ipynb #b0bff129
 @command('herbarium-synth')
@@ -72,91 +106,50 @@ def synth_command(dest:str,                 # folder to write the dataset to
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
 # %% ../nbs/07_cli.ipynb #4f6ab115
-def _parse_sizes(sizes, # None, a list of ints, or text like '128,224'
-               )->list|None:
-    "The image sizes of `--sizes`: `'128,224'` -> `[128, 224]`"
-    if sizes is None or isinstance(sizes, (list, tuple)): return None if sizes is None else [int(s) for s in sizes]
-    try: values = [int(s) for s in str(sizes).split(',') if s.strip()]
-    except ValueError: values = []
-    if not values or min(values) < 8: raise HerbariumError(f"--sizes {sizes!r}: give image sizes like 128,224")
-    return values
+def _training_defaults(demo=False, pretrained=True)->TrainingOptions:
+    "The options a run starts from: a real run's, or with `--demo` the demo's (fine-tuned, or from scratch)"
+    return (DEMO_FINE_TUNING if pretrained else DEMO_FROM_SCRATCH) if demo else TRAINING
+
+def _flags(options:TrainingOptions)->str:
+    "The options where `options` differ from a real run's, as flags"
+    changed = {k: v for k, v in options.to_dict().items() if v != getattr(TRAINING, k)}
+    return ' '.join(f"--{'no-' if v is False else ''}{k.replace('_', '-')}{'' if isinstance(v, bool) else f' {v}'}" for k, v in changed.items())
+
+_DEMO_DEFAULTS = f"--demo trains as if given {_flags(DEMO_FINE_TUNING)}; --demo --no-pretrained as if given {_flags(DEMO_FROM_SCRATCH)}."
 
 # %% ../nbs/07_cli.ipynb #35df348f
-@command('herbarium-train')
-def train_command(data:Param("dataset root holding train/ (Kaggle layout)", str, opt=False, nargs='?')=None,
-                  out:str='run',              # run folder: model.safetensors + model.json, model.pkl, config.json, history.csv, checkpoints/, the report
-                  arch:str=None,              # timm architecture (default resnet34; tf_efficientnet_lite0 with --demo or --weights efficientnet-lite0)
-                  size:int=None,              # image size fed to the model (default 224; 128 with --demo, 64 with --demo --no-pretrained)
-                  epochs:int=None,            # epochs of the one-cycle schedule, after the frozen ones (default 5; 4 with --demo, 12 with --demo --no-pretrained)
-                  bs:int=None,                # batch size per process (default 64; 32 with --demo); lowered to what the training split can fill
-                  lr:float=None,              # maximum learning rate (default: lr_find's suggestion)
-                  pretrained:bool=True,       # train from scratch (without it: timm's pretrained weights, downloaded once, or --weights)
-                  weights:str=None,           # weights for the body without the hub: a state dict file (.safetensors, .pth), or efficientnet-lite0 (a package ships them)
-                  demo:bool=False,            # fine-tune ImageNet weights (a package ships them) on a small synthetic dataset made in the cache folder
-                  valid_pct:float=None,       # share of each species held out for validation (default 0.2)
-                  seed:int=None,              # seed of the split and of training (default 42; the same seed repeats a CPU run exactly)
-                  lr_find_iters:int=None,     # mini-batches lr_find tries (default 100; 30 with --demo)
-                  workers:int=None,           # DataLoader worker processes (default: all cores)
-                  skip_missing:bool=False,    # train without the images that are missing (without it: refuse to start)
-                  species:int=None,           # train on this many species, picked at random (seeded by --seed)
-                  families:str=None,          # train on the species of these families (comma-separated)
-                  orders:str=None,            # train on the species of these orders (comma-separated)
-                  image_share:float=1.0,      # share of each species' images to train on
-                  min_per_species:int=None,   # leave out species with fewer images; keep at least this many of each
-                  max_per_species:int=None,   # keep at most this many images of each species
-                  accumulate:int=1,           # mini-batches whose gradients add up before each step (small GPUs: bs x accumulate)
-                  sizes:str=None,             # progressive resizing, e.g. 128,224: the epochs shared out across these sizes
-                  freeze_epochs:int=None,     # epochs training only the new head first (default 1 with pretrained weights, else 0)
-                  resume:str=None,            # a run folder to continue from its last checkpoint, with its config.json's options
-                  report:bool=True,           # skip the run report (show_batch, per-family scores, confusions)
-                  taxonomy_heads:bool=False,  # also learn each species' genus, family and order (a linear head each, beside the species head)
-                  rank_loss_weight:float=0.5, # with --taxonomy-heads: each higher rank's cross-entropy weight in the loss
+@command('herbarium-train', TrainingOptions, positional=dict(data='?'), epilog=_DEMO_DEFAULTS)
+def train_command(given:dict,      # the options given on the command line: fields of `options.TrainingOptions`
+                  demo:bool=False, # fine-tune ImageNet weights (a package ships them) on a small synthetic dataset made in the cache folder
+                  resume:str=None, # a run folder to continue from its last checkpoint, with its config.json's options
                  ):
     "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
-    from herbarium_fastai.runs import demo_dataset, resume_run_folder, train_run_folder, training_defaults
-    if resume is not None: _print_training(resume_run_folder(resume)); return
-    given = dict(arch=arch, size=size, epochs=epochs, bs=bs, lr_find_iters=lr_find_iters, weights=weights, freeze_epochs=freeze_epochs)
-    if demo:
-        data, defaults = demo_dataset(), training_defaults(demo=True, pretrained=pretrained)
-        given = {k: defaults.get(k) if v is None else v for k, v in given.items()}
-    if data is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
-    subset = dict(species=species, families=families, orders=orders, image_share=image_share,
-                  min_per_species=min_per_species, max_per_species=max_per_species)
-    _print_training(train_run_folder(data, out, lr=lr, pretrained=pretrained, valid_pct=valid_pct, seed=seed, workers=workers,
-                                     accumulate=accumulate, sizes=_parse_sizes(sizes), report=report, skip_missing=skip_missing,
-                                     subset=subset, taxonomy_heads=taxonomy_heads, rank_loss_weight=rank_loss_weight, **given))
+    from herbarium_fastai.runs import demo_dataset, resume_run_folder, train_run_folder
+    if resume is not None: return _print_training(resume_run_folder(resume))
+    if demo: given = dict(given, data=str(demo_dataset()))
+    if given.get('data') is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
+    _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)).replace(**given)))
 
 def _print_training(result:dict):
-    "Print what a training run ended with: every rank under a launcher, then rank 0 where the model is and how to use it"
+    "Print what a training run ended with: every process's under a launcher, then where the model is and how to use it"
     if result['world_size'] > 1:
-        print(f"rank {result['rank']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
-    if result['rank'] == 0:
+        print(f"process {result['process_index']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
+    if result['process_index'] == 0:
         taxonomy = {r: s['macro_f1'] for r, s in result.get('taxonomy', {}).get('ranks', {}).items()}
         print(json.dumps(dict(valid=result['valid'], prior_correction=result.get('prior_correction'), macro_f1_by_rank=taxonomy), indent=2))
         run = result['options']['out']
         print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
 
 # %% ../nbs/07_cli.ipynb #6e77f324
-@command('herbarium-predict')
-def predict_command(model:str,                 # run folder, model.json, or model.pkl (pickles need --trust-pickle)
-                    data:str,                  # dataset root holding test/ (Kaggle layout)
-                    out:str='submission.csv',  # the submission CSV to write
-                    top_k_csv:str=None,        # also write the top-k species of each image, with names, to this CSV
-                    k:int=5,                   # species per image in the top-k CSV
-                    tta:bool=False,            # test-time augmentation: average with the mirror image
-                    prior_correction:bool=False, # shift scores by the training class frequencies (strength chosen on validation)
-                    trust_pickle:bool=False,   # allow loading a pickled model.pkl (it can run code: only your own files)
-                    bs:int=64,                 # batch size
-                    workers:int=None,          # DataLoader worker processes (default: all cores)
-                    rank_source:str='roll-up', # genus/family/order probabilities in the top-k CSV: roll-up (of the species'), heads, or mean
-                    onnx:bool=False,           # run model.onnx with onnxruntime on the CPU (write it with herbarium-export RUN --onnx)
+@command('herbarium-predict', PredictionOptions, positional=dict(model=None, data=None))
+def predict_command(given:dict, # the options given on the command line: fields of `options.PredictionOptions`
                    ):
     "Predict the test images of DATA and write a Kaggle submission (Id,Predicted); score it when labels are beside it"
     from herbarium_fastai.runs import predict_submission
-    scores = predict_submission(model, data, out, top_k_csv=top_k_csv, k=k, tta=tta, prior_correction=prior_correction,
-                                trust_pickle=trust_pickle, bs=bs, workers=workers, rank_source=rank_source, onnx=onnx)
-    print(f"submission: {out}" + (f"\ntop-{k}: {top_k_csv}" if top_k_csv else ''))
+    options = PredictionOptions(**given)
+    scores = predict_submission(options=options)
+    print(f"submission: {options.out}" + (f"\ntop-{options.k}: {options.top_k_csv}" if options.top_k_csv else ''))
     if scores: print(json.dumps(scores, indent=2))
 
 # %% ../nbs/07_cli.ipynb #2e47bdcf
@@ -203,37 +196,23 @@ def resize_command(data:str,          # dataset root (Kaggle layout)
         print(f"herbarium-resize: {result['failed']:,} images could not be read (first: {result['problems'][0]})", file=sys.stderr)
         sys.exit(1)
 
+# %% ../nbs/07_cli.ipynb #5630ceba
+SERVER_PACKAGES = {'fastapi': 'fastapi', 'uvicorn': 'uvicorn', 'python_multipart': 'python-multipart'}  # herbarium-serve
+
 # %% ../nbs/07_cli.ipynb #fb3cedda
-@command('herbarium-serve')
-def serve_command(run:str,                 # run folder (model.json + model.safetensors; model.onnx with --onnx)
-                  host:str='127.0.0.1',    # address to listen on (0.0.0.0: every interface, for anyone who can reach this machine)
-                  port:int=8000,           # port
-                  workers:int=1,           # server processes, each with the model; the cores are shared out among them
-                  max_upload_mb:float=30,  # the largest image file accepted, in MB
-                  max_files:int=32,        # images in one request at most
-                  onnx:bool=False,         # run the network with onnxruntime (model.onnx, from herbarium-export RUN --onnx)
+@command('herbarium-serve', ServeOptions, positional=dict(run=None))
+def serve_command(given:dict, # the options given on the command line: fields of `options.ServeOptions`
                  ):
     "Serve a model: a page to identify sheet images in a browser, and a JSON API (POST /identify, GET /model, GET /health)"
     uvicorn = require_packages('herbarium-serve', SERVER_PACKAGES)['uvicorn']
-    import os
-    from herbarium_fastai.core import cpu_count
     from herbarium_fastai.serve import create_app
-    if workers < 1 or max_files < 1 or max_upload_mb <= 0: raise HerbariumError("--workers and --max-files: at least 1; --max-upload-mb: above 0")
-    options = dict(onnx=onnx, max_upload_mb=max_upload_mb, max_files=max_files, threads=max(1, cpu_count() // workers))
-    app = create_app(run, **options)  # the model is loaded (and a bad run refused) before any server starts
+    options = ServeOptions(**given)
+    options = options.replace(threads=options.threads or max(1, cpu_count() // options.workers))
+    app = create_app(options)  # the model is loaded (and a bad run refused) before any server starts
     card = app.state.classifier
-    print(f"herbarium-serve: http://{host}:{port}/ ({card.description.arch}, {len(card.description.classes)} species, "
-          f"{card.runtime}, {workers} worker{'s' if workers > 1 else ''}); Ctrl-C stops it", flush=True)
-    if workers == 1: uvicorn.run(app, host=host, port=port, log_level='warning')
-    else:
-        os.environ.update(HERBARIUM_SERVE_RUN=str(run), HERBARIUM_SERVE_OPTIONS=json.dumps(options))
-        uvicorn.run('herbarium_fastai.serve:app_from_environment', factory=True, host=host, port=port, workers=workers, log_level='warning')
-
-# %% ../nbs/07_cli.ipynb #953b2237
-_MOVED = dict(train_run='train_run_folder', predict_run='predict_submission', check_run='check_dataset')  # now in `runs`
-
-def __getattr__(name):
-    "The jobs that moved to `herbarium_fastai.runs`, under their old names (for one release)"
-    if name not in _MOVED: raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from herbarium_fastai import runs
-    return renamed(getattr(runs, _MOVED[name]), name)
+    print(f"herbarium-serve: http://{options.host}:{options.port}/ ({card.description.arch}, {len(card.description.classes)} species, "
+          f"{card.runtime}, {options.workers} worker{'s' if options.workers > 1 else ''}); Ctrl-C stops it", flush=True)
+    if options.workers == 1: return uvicorn.run(app, host=options.host, port=options.port, log_level='warning')
+    os.environ.update(HERBARIUM_SERVE_RUN=options.run, HERBARIUM_SERVE_OPTIONS=json.dumps(options.to_dict()))  # for each worker
+    uvicorn.run('herbarium_fastai.serve:app_from_environment', factory=True, host=options.host, port=options.port,
+                workers=options.workers, log_level='warning')

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'long_tail_split', 'save_split', 'subset_metadata', 'timm_normalization',
            'image_source', 'open_image', 'herbarium_datablock', 'with_paths', 'ModelDescription',
-           'describe_dataloaders', 'fit_batch_size', 'herbarium_dataloaders', 'check_images', 'write_problems',
-           'shrink_image', 'resize_dataset']
+           'describe_dataloaders', 'fit_batch_size', 'with_split', 'dataloaders_from_items', 'herbarium_dataloaders',
+           'check_images', 'write_problems', 'shrink_image', 'resize_dataset']
 
 # %% ../nbs/03_data.ipynb #8c2e8a7c
 import dataclasses, json, os, shutil, sys
@@ -29,24 +29,26 @@ from PIL import Image
 from fastai.torch_core import num_distrib, rank_distrib
 
 from . import __version__
-from .core import HerbariumError, MetadataError, is_temporary, process_map, write_atomically, write_csv, write_json
+from .core import (HerbariumError, MetadataError, is_temporary, one_line_message, process_map, write_atomically,
+                                   write_csv, write_json)
 from .metadata import category_table, image_paths, load_metadata, metadata_files
+from .options import DEFAULT_ARCH, TrainingOptions, comma_list
 
 # %% ../nbs/03_data.ipynb #3cfff7c9
 def long_tail_split(labels,        # the label of each image (e.g. the `category_id` column)
-                    valid_pct=0.2, # share of each species' images to hold out
-                    seed=42,       # the same seed gives the same split
+                    valid_pct=TrainingOptions.valid_pct, # share of each species' images to hold out
+                    seed=TrainingOptions.seed,           # the same seed gives the same split
                     min_train=2,   # images of every species that always stay in training
                    )->np.ndarray:
     "Boolean mask, True for validation: `floor(n*valid_pct)` images of each species, at most `n-min_train`"
     labels = pd.Series(np.asarray(labels))
     order = np.random.default_rng(seed).permutation(len(labels))
     shuffled = labels.iloc[order]
-    rank = shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()  # position of each image within its species
+    position = shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()  # of each image within its species, shuffled
     count = shuffled.map(shuffled.value_counts()).to_numpy()
     n_valid = np.minimum(np.floor(count * valid_pct), count - min_train).clip(0)
     is_valid = np.empty(len(labels), dtype=bool)
-    is_valid[order] = rank < n_valid
+    is_valid[order] = position < n_valid
     return is_valid
 
 # %% ../nbs/03_data.ipynb #20aeb5c8
@@ -58,14 +60,9 @@ def save_split(df,       # metadata with `image_id`
     return write_csv(fname, pd.DataFrame(dict(image_id=np.asarray(df['image_id']), is_valid=np.asarray(is_valid, bool))))
 
 # %% ../nbs/03_data.ipynb #7646c224
-def _names_list(value)->list|None:
-    "A list of names from a list or a comma-separated string (None stays None)."
-    if value is None: return None
-    return [v.strip() for v in value.split(',') if v.strip()] if isinstance(value, str) else list(value)
-
 def _chosen_species(candidates:np.ndarray, # the category ids that may be chosen, sorted
                     species=None, # how many to pick at random (seeded), or a list of category ids; None: all
-                    seed=42,
+                    seed=TrainingOptions.seed,
                    )->np.ndarray:
     "The category ids of a subset, sorted"
     if species is not None and not np.isscalar(species):
@@ -83,10 +80,10 @@ def subset_metadata(df,                   # train metadata from `load_metadata`
                     species=None,         # number of species to pick at random (seeded), or a list of category ids
                     families=None,        # keep the species of these families (a list, or 'A,B')
                     orders=None,          # keep the species of these orders (a list, or 'A,B')
-                    image_share=1.0,      # share of each species' images to keep, 0 < share <= 1
+                    image_share=TrainingOptions.image_share, # share of each species' images to keep, 0 < share <= 1
                     min_per_species=None, # leave out species with fewer images; keep at least this many of each species
                     max_per_species=None, # keep at most this many images of each species
-                    seed=42,              # the same seed picks the same species and images
+                    seed=TrainingOptions.seed, # the same seed picks the same species and images
                    )->pd.DataFrame:
     "A subset of `df`: some species (by number, family or order), some of each one's images"
     source = df.attrs.get('source', 'metadata')
@@ -94,7 +91,7 @@ def subset_metadata(df,                   # train metadata from `load_metadata`
     for name, value in dict(min_per_species=min_per_species, max_per_species=max_per_species).items():
         if value is not None and value < 1: raise HerbariumError(f'{name} must be at least 1, not {value}')
     keep = np.ones(len(df), bool)
-    for column, wanted in (('family', _names_list(families)), ('order', _names_list(orders))):
+    for column, wanted in (('family', comma_list(families)), ('order', comma_list(orders))):
         if wanted is None: continue
         if column not in df or df[column].isna().all(): raise MetadataError(f"{source}: this metadata has no '{column}' column to choose by")
         unknown = sorted(set(wanted) - set(df[column].dropna().unique()))
@@ -105,18 +102,18 @@ def subset_metadata(df,                   # train metadata from `load_metadata`
     sub = df[df['category_id'].isin(_chosen_species(np.sort(counts.index.to_numpy()), species, seed)).to_numpy()]
     order = np.random.default_rng([seed, 1]).permutation(len(sub))
     shuffled = sub['category_id'].iloc[order]
-    rank = shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()  # each image's place in its species, shuffled
+    position = shuffled.groupby(shuffled, sort=False).cumcount().to_numpy()  # each image's place in its species, shuffled
     n = shuffled.map(shuffled.value_counts()).to_numpy()
     take = np.ceil(n * image_share)
     if min_per_species: take = np.maximum(take, min_per_species)
     if max_per_species: take = np.minimum(take, max_per_species)
-    picked = np.zeros(len(sub), bool); picked[order] = rank < take
+    picked = np.zeros(len(sub), bool); picked[order] = position < take
     result = sub[picked]
     result.attrs = dict(df.attrs)
     return result
 
 # %% ../nbs/03_data.ipynb #d35d4195
-def timm_normalization(arch='resnet34', # a timm model name, optionally with a pretrained tag (`resnet34.a1_in1k`)
+def timm_normalization(arch=DEFAULT_ARCH, # a timm model name, optionally with a pretrained tag (`resnet34.a1_in1k`)
                       )->tuple:
     "The `(mean, std)` of `arch`'s pretrained config, ImageNet's if it has none"
     try: cfg = timm.get_pretrained_cfg(arch)
@@ -135,12 +132,12 @@ def open_image(item): # what `image_source` gives: an image file path or a PIL i
     "`PILImage.create(item)`; a file that cannot be read raises `HerbariumError` naming it (not an anonymous worker crash)"
     try: return PILImage.create(item)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise HerbariumError(f'{item}: cannot read the image ({type(e).__name__}: {" ".join(str(e).split())})') from None
+        raise HerbariumError(f'{item}: cannot read the image ({one_line_message(e, with_type=True)})') from None
 
 # %% ../nbs/03_data.ipynb #8098fb07
-def herbarium_datablock(size=224,          # final image size fed to the model
+def herbarium_datablock(size=TrainingOptions.size, # final image size fed to the model
                         presize=None,      # per-item resize before batch augmentation; default `size*1.5`
-                        arch='resnet34',   # timm architecture whose normalisation is used
+                        arch=DEFAULT_ARCH, # timm architecture whose normalisation is used
                         augment=True,      # flip, rotate, zoom and lighting augmentation in training
                         stats=None,        # `(mean, std)` for normalisation; default the architecture's
                         vocab=None,        # the category ids to classify; default those in the data
@@ -167,9 +164,9 @@ MODEL_FORMAT, MODEL_FORMAT_VERSION = 'herbarium_fastai.model', 1  # what model.j
 @dataclass
 class ModelDescription:
     "What a trained model is besides its weights: the network, the test-time pipeline, and the species it names"
-    arch:str='resnet34'                           # timm architecture
+    arch:str=DEFAULT_ARCH                         # timm architecture
     head:dict=field(default_factory=dict)         # fastai head options (`concat_pool`, `lin_ftrs`, ...)
-    size:int=224                                  # image size fed to the model
+    size:int=TrainingOptions.size                 # image size fed to the model
     presize:int|None=None                         # per-item resize before augmentation; default `size*1.5`
     augment:bool=True                             # batch augmentation in training
     stats:list|None=None                          # normalisation `[mean, std]`; default the architecture's
@@ -178,6 +175,7 @@ class ModelDescription:
     prior_strength:float|None=None                # τ of the prior correction, chosen on the validation split
     rank_heads:dict=field(default_factory=dict)   # `{'weight': w}` where the model has genus/family/order heads (`taxonomy.RankHeads`)
     rank_thresholds:dict=field(default_factory=dict) # per rank, the probability an answer there needs (chosen on validation)
+    answer_precision:float|None=None              # the share of answers at a rank that its threshold keeps right (`taxonomy.ANSWER_PRECISION`)
     kit_version:str=__version__                   # the herbarium_fastai that made the model
 
     def __post_init__(self):
@@ -190,7 +188,7 @@ class ModelDescription:
     def to_dict(self)->dict:
         "As model.json holds it"
         d = dataclasses.asdict(self)
-        for k in ('rank_heads', 'rank_thresholds'):  # (left out when empty: the kit before 0.3 reads such a file)
+        for k in ('rank_heads', 'rank_thresholds', 'answer_precision'):  # (left out when empty: an older kit reads such a file)
             if not d[k]: del d[k]
         return dict(format=MODEL_FORMAT, format_version=MODEL_FORMAT_VERSION, herbarium_fastai=d.pop('kit_version'), **d)
 
@@ -221,7 +219,7 @@ class ModelDescription:
 
 def describe_dataloaders(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)
                          vocab,   # the DataLoaders' vocab (category ids)
-                         size=224, presize=None, augment=True, arch='resnet34', # as given to `herbarium_datablock`
+                         size=TrainingOptions.size, presize=None, augment=True, arch=DEFAULT_ARCH, # as given to `herbarium_datablock`
                         )->ModelDescription:
     "What a model trained on these DataLoaders needs besides its weights: the test-time transforms, the species, their training counts"
     train_counts = items.category_id[~items.is_valid].value_counts()
@@ -237,7 +235,7 @@ def fit_batch_size(bs,             # the batch size asked for (per process)
                    n_valid,        # images in the validation split
                    world=1,        # processes sharing the images (`accelerate launch`)
                    source=None,    # the metadata file, for messages
-                   valid_pct=0.2,  # the split's validation share, for messages
+                   valid_pct=TrainingOptions.valid_pct, # the split's validation share, for messages
                   )->int:
     "`bs`, lowered to each process's share of the training images (saying so); refuses splits that cannot fill a batch of 2"
     where = f'{source}: ' if source else ''
@@ -254,29 +252,53 @@ def fit_batch_size(bs,             # the batch size asked for (per process)
         print(f"note: batch size {bs} lowered to {share}: the training split has {n_train} images{per}", file=sys.stderr)
     return min(bs, share)
 
+# %% ../nbs/03_data.ipynb #64e38e49
+def with_split(df,        # train metadata from `load_metadata`
+               valid_pct=TrainingOptions.valid_pct, # share of each species held out for validation
+               seed=TrainingOptions.seed,           # seed of the split
+               min_train=2,    # images of every species that always stay in training
+               root=None,      # folder the `file_name`s are relative to; default `df.attrs['root']`
+              )->pd.DataFrame:
+    "A copy of `df` with the image `path`s and `is_valid` from `long_tail_split`: the items of the DataLoaders"
+    items = with_paths(df, root).assign(is_valid=lambda d: long_tail_split(d.category_id, valid_pct, seed, min_train))
+    items.attrs = dict(df.attrs)
+    return items
+
+def dataloaders_from_items(items, # from `with_split`: `path`, `category_id`, `is_valid`
+                           size=TrainingOptions.size, # final image size fed to the model
+                           bs=TrainingOptions.bs,     # batch size (per process), as `fit_batch_size` gave it
+                           presize=None,    # per-item resize before batch augmentation; default `size*1.5`
+                           arch=DEFAULT_ARCH, # timm architecture whose normalisation is used
+                           augment=True,    # batch augmentation in training
+                           seed=TrainingOptions.seed, # seed of the DataLoaders' shuffling
+                           **kwargs,        # passed to `DataBlock.dataloaders` (`num_workers`, `device`, ...)
+                          ):
+    "fastai `DataLoaders` of the split `items`, described (`dls.model_description`); the vocab is the Kaggle category ids"
+    block = herbarium_datablock(size=size, presize=presize, arch=arch, augment=augment)
+    dls = block.dataloaders(items, bs=bs, seed=seed, **kwargs)
+    dls.model_description = describe_dataloaders(items, dls.vocab, size=size, presize=presize, augment=augment, arch=arch)
+    return dls
+
 # %% ../nbs/03_data.ipynb #f1a78228
 def herbarium_dataloaders(df,              # train metadata from `load_metadata`
                           root=None,       # folder the `file_name`s are relative to; default `df.attrs['root']`
-                          size=224,        # final image size fed to the model
+                          size=TrainingOptions.size, # final image size fed to the model
                           presize=None,    # per-item resize before batch augmentation; default `size*1.5`
-                          bs=64,           # batch size (per process); lowered to what the training split can fill
-                          valid_pct=0.2,   # share of each species held out for validation
-                          seed=42,         # seed of the split (and of the DataLoaders' shuffling)
-                          arch='resnet34', # timm architecture whose normalisation is used
+                          bs=TrainingOptions.bs,     # batch size (per process); lowered to what the training split can fill
+                          valid_pct=TrainingOptions.valid_pct, # share of each species held out for validation
+                          seed=TrainingOptions.seed, # seed of the split (and of the DataLoaders' shuffling)
+                          arch=DEFAULT_ARCH, # timm architecture whose normalisation is used
                           min_train=2,     # images of every species that always stay in training
                           augment=True,    # batch augmentation in training
                           split_file=None, # where to save the split (`image_id`, `is_valid` CSV); None: not saved
                           **kwargs,        # passed to `DataBlock.dataloaders` (`num_workers`, `device`, ...)
                          ):
     "fastai `DataLoaders` for `df`, split with `long_tail_split`; the vocab is the Kaggle category ids"
-    items = with_paths(df, root).assign(is_valid=lambda d: long_tail_split(d.category_id, valid_pct, seed, min_train))
+    items = with_split(df, valid_pct, seed, min_train, root)
     if split_file is not None: save_split(items, items.is_valid, split_file)
     n_valid = int(items.is_valid.sum())
     bs = fit_batch_size(bs, len(items) - n_valid, n_valid, max(num_distrib(), 1), df.attrs.get('source'), valid_pct)
-    block = herbarium_datablock(size=size, presize=presize, arch=arch, augment=augment)
-    dls = block.dataloaders(items, bs=bs, seed=seed, **kwargs)
-    dls.model_description = describe_dataloaders(items, dls.vocab, size=size, presize=presize, augment=augment, arch=arch)
-    return dls
+    return dataloaders_from_items(items, size=size, bs=bs, presize=presize, arch=arch, augment=augment, seed=seed, **kwargs)
 
 # %% ../nbs/03_data.ipynb #638ca77e
 def _listing(folder:str, # the folder to list
@@ -303,7 +325,7 @@ def _unreadable(paths:list)->list:
         try:
             with Image.open(path) as im: im.load()
             problems.append(None)
-        except Exception as e: problems.append(f'unreadable ({type(e).__name__}: {" ".join(str(e).split())})')
+        except Exception as e: problems.append(f'unreadable ({one_line_message(e, with_type=True)})')
     return problems
 
 def _chunks(items:list, n:int)->list: return [items[i:i + n] for i in range(0, len(items), n)]
@@ -355,7 +377,7 @@ def shrink_image(src,        # the image file to read
                 im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample, reducing_gap=None)
             write_atomically(dest, lambda f: im.save(f, 'JPEG', quality=quality))
         return None
-    except Exception as e: return f'unreadable ({type(e).__name__}: {" ".join(str(e).split())})'
+    except Exception as e: return f'unreadable ({one_line_message(e, with_type=True)})'
 
 def _shrink_many(jobs:list)->list:
     "Run `shrink_image` on each `(src, dest, size, quality)` (in a worker process)."

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fastai.learner import Learner
 
-from .core import HerbariumError, one_line_message, require_packages, write_atomically
+from .core import HerbariumError, one_line_message, require_packages, resolve_run_file, write_atomically
 from .data import ModelDescription
 from .inference import learner_from_description, load_model, model_description
 
@@ -83,9 +83,8 @@ def load_onnx_model(fname,        # a run folder, or its model.json or model.onn
                    )->Learner:
     "A `Learner` for prediction whose network is `model.onnx`, run by onnxruntime on the CPU"
     _onnxruntime()  # before anything is read
-    fname = Path(fname)
-    folder = fname if fname.is_dir() else fname.parent
-    description_file, onnx_file = folder/'model.json', (fname if fname.suffix == '.onnx' else folder/'model.onnx')
+    description_file, onnx_file = resolve_run_file(fname, '.json'), resolve_run_file(fname, '.onnx')
+    folder = description_file.parent
     if not description_file.is_file(): raise HerbariumError(f"{description_file}: no such file")
     if not onnx_file.is_file(): raise HerbariumError(f"{onnx_file}: no such file (write it with herbarium-export {folder} --onnx)")
     description = ModelDescription.load(description_file)
@@ -103,8 +102,7 @@ def export_onnx_model(run, # a run folder, or its model.json (model.safetensors 
                      )->Path:
     "Write `model.onnx` beside a run's safe model files, checked against PyTorch; returns its path"
     require_packages('the ONNX export', ONNX_EXPORT_PACKAGES, 'onnx')  # before the model is loaded and traced
-    run = Path(run)
-    folder = run if run.is_dir() else run.parent
-    if not (folder/'model.json').is_file():
-        raise HerbariumError(f"{folder/'model.json'}: no such file (for a run with only model.pkl: herbarium-export {folder}, then --onnx)")
-    return export_onnx(load_model(folder/'model.json', cpu=True), folder)
+    description_file = resolve_run_file(run, '.json')
+    if not description_file.is_file():
+        raise HerbariumError(f"{description_file}: no such file (for a run with only model.pkl: herbarium-export {description_file.parent}, then --onnx)")
+    return export_onnx(load_model(description_file, cpu=True), description_file.parent)

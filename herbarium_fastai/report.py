@@ -10,27 +10,21 @@ __all__ = ['REPORT_FILES', 'valid_predictions', 'species_scores', 'family_scores
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import torch
 
 from .core import write_atomically, write_csv
-from .inference import stream_logits
+from .inference import validation_pass
 
 # %% ../nbs/08_report.ipynb #6a694909
-def valid_predictions(learn, # a trained `Learner` whose `dls.valid` holds metadata rows (`herbarium_dataloaders`)
-                      dl=None, # the DataLoader to predict; default `learn.dls.valid`
-                      predicted=None, # its top-1 category ids, when a pass already made them (`choose_prior_strength`'s)
+def valid_predictions(learn,     # a trained `Learner` whose `dls.valid` holds metadata rows (`herbarium_dataloaders`)
+                      valid=None, # its validation pass (`inference.validation_pass`); default: made here
                      )->pd.DataFrame:
-    "The validation rows with `predicted`, the top-1 category id: streamed, one argmax per batch"
-    # learn.get_preds would hold every image's 64,500 scores (a 2021 validation split: ~1.5 TB); this keeps one int per image
-    dl = learn.dls.valid if dl is None else dl
-    if predicted is None:
-        vocab = np.asarray(learn.dls.vocab)
-        top = [logits.argmax(dim=1).cpu() for logits, _ in stream_logits(learn, dl)]
-        predicted = vocab[torch.cat(top).numpy()] if top else np.array([], dtype=vocab.dtype)
-    rows = dl.items.reset_index(drop=True) if isinstance(dl.items, pd.DataFrame) else pd.DataFrame(dict(path=list(dl.items)))
-    return rows.assign(predicted=predicted)
+    "The validation rows with `predicted`, each image's top-1 category id"
+    # learn.get_preds would hold every image's 64,500 scores (a 2021 validation split: ~1.5 TB); the pass keeps one int per image
+    valid = validation_pass(learn, strengths=()) if valid is None else valid
+    items = learn.dls.valid.items
+    rows = items.reset_index(drop=True) if isinstance(items, pd.DataFrame) else pd.DataFrame(dict(path=list(items)))
+    return rows.assign(predicted=valid.predicted_ids)
 
 # %% ../nbs/08_report.ipynb #b8ba4cda
 def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g. from `valid_predictions`
@@ -112,6 +106,7 @@ def _markdown_table(df):
 REPORT_FILES = ('loss.png', 'show_batch.png', 'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md')
 
 def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with the answer `thresholds`
+                precision=None, # the precision the thresholds were chosen for (the model description's `answer_precision`)
               )->list:
     "summary.md's lines on the scores at every rank and the mistakes' severity"
     ranks, thresholds = taxonomy['ranks'], taxonomy.get('thresholds', {})
@@ -122,20 +117,28 @@ def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with th
     mistakes = ', '.join(f"{k.replace('_', ' ')}: {v:.0%}" for k, v in taxonomy['mistakes'].items() if v is not None)
     return ["Scores at every rank (macro F1 and accuracy: the predicted species' taxon; roll-up: the taxon with the highest "
             "summed probability; heads: the rank heads' best, where the model has them; answer threshold: the probability "
-            "an answer at that rank needs, chosen for 95% precision):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').fillna('')), "",
+            f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').fillna('')), "",
             f"Of the {taxonomy['wrong_species']} wrong species predictions: {mistakes or 'none'}.", ""]
+
+_FILES = ["| file | what |", "|---|---|", "| config.json | every option, the seed, library versions |",
+          "| history.csv, loss.png | loss and metrics per epoch |", "| lr_find.png | the learning-rate finder's curve |",
+          "| show_batch.png | a training batch as the model sees it |",
+          "| family_scores.csv | per family: validation images, accuracy, macro F1 (worst first) |",
+          "| worst_species.csv | the {top} species with the lowest F1 |",
+          "| confused_pairs.csv | the {top} most frequent (true, predicted) mistakes |",
+          "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |",
+          "| model.safetensors, model.json | the model, safe to share (loading runs no code) |",
+          "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]  # summary.md's list of the run's files
 
 def write_report(learn, # a trained `Learner` from `herbarium_learner`
                  out,   # the run folder (holds `history.csv` from training)
                  top=20, # rows of the worst-species and confused-pairs tables
-                 predictions=None, # the validation predictions, from `valid_predictions`; default: predicted here
+                 valid=None, # the run's validation pass (`inference.validation_pass`); default: made here
                  taxonomy=None, # scores at every rank, from `taxonomy.validation_rank_scores` (with `thresholds`)
                 )->dict:
     "Write the run report into `out`: loss curve, show_batch, per-family scores, worst species, most-confused pairs, summary.md"
-    out = Path(out)
-    frame = valid_predictions(learn) if predictions is None else predictions
-    species = species_scores(frame)
-    present = species[species.images > 0]
+    out, frame = Path(out), valid_predictions(learn, valid)
+    present = species_scores(frame).query('images > 0')
     worst = present.sort_values(['f1', 'images'], ascending=[True, False]).head(top).reset_index(drop=True)
     families = family_scores(frame) if 'family' in frame else pd.DataFrame(columns=['family', 'images', 'accuracy', 'macro_f1'])
     pairs = confused_pairs(frame, top)
@@ -148,17 +151,10 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
              f"Validation split: {summary['images']} images of {summary['species']} species in {summary['families']} families.", "",
              f"- accuracy: {summary['accuracy']:.4f}",
              f"- macro F1 over the validation species (Kaggle's metric, on this split): {summary['macro_f1']:.4f}", "",
-             "| file | what |", "|---|---|",
-             "| config.json | every option, the seed, library versions |",
-             "| history.csv, loss.png | loss and metrics per epoch |", "| lr_find.png | the learning-rate finder's curve |",
-             "| show_batch.png | a training batch as the model sees it |",
-             "| family_scores.csv | per family: validation images, accuracy, macro F1 (worst first) |",
-             f"| worst_species.csv | the {top} species with the lowest F1 |",
-             f"| confused_pairs.csv | the {top} most frequent (true, predicted) mistakes |",
-             "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |", "| model.safetensors, model.json | the model, safe to share (loading runs no code) |",
-             "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]
+             *(line.format(top=top) for line in _FILES)]
     if len(families): lines += ["Weakest families:", "", _markdown_table(families.head(5)), ""]
     if len(pairs): lines += ["Most confused:", "", _markdown_table(pairs.head(5)), ""]
-    if taxonomy: lines += _rank_lines(taxonomy); summary['taxonomy'] = taxonomy
+    if taxonomy:
+        lines += _rank_lines(taxonomy, getattr(learn.model_description, 'answer_precision', None)); summary['taxonomy'] = taxonomy
     write_atomically(out/'summary.md', '\n'.join(lines))
     return summary

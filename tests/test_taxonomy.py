@@ -34,7 +34,7 @@ def test_taxonomy_heads_train_and_predict(flat_dataset, tmp_path):
         assert [c for c in RANK_COLUMNS if c in table.columns] == RANK_COLUMNS
         assert set(table.answer_rank) <= {'species', 'genus', 'family', 'order'}
         first = table.groupby('image_id').first()
-        assert (first.top_species == first.species).all()  # rank 1's species is the image's best species
+        assert (first.top_species == first.species).all()  # position 1's species is the image's best species
     assert not tables['roll-up'].top_genus_probability.equals(tables['heads'].top_genus_probability)
 
 def test_bad_rank_source_is_refused(flat_dataset, tmp_path):

@@ -100,20 +100,20 @@ def test_same_seed_same_history(flat_dataset, tmp_path):
     assert json.loads((tmp_path/'a'/'config.json').read_text())['seed'] == 7
 
 def test_two_processes_with_accelerate(eight_species, tmp_path):
-    """accelerate launch, 2 CPU processes, the default batch size on a set smaller than a batch: each rank trains on real
-    batches of its share, both ranks end with the same model, rank 0 alone writes the run"""
+    """accelerate launch, 2 CPU processes, the default batch size on a set smaller than a batch: each process trains on real
+    batches of its share, both end with the same model, the main process alone writes the run"""
     run = tmp_path/'run'
     args = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
             '--mixed_precision', 'no', '--dynamo_backend', 'no', str(LAUNCHER), str(eight_species), '--out', str(run),
             *map(str, SMALL_SET)]
     result = subprocess.run(args, capture_output=True, text=True, env={**_env(), 'OMP_NUM_THREADS': '1'}, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    # each rank prints `rank N: {...}` on a line of its own, but a progress bar of the other may stand before it
-    ranks = dict(re.findall(r'(rank \d): (\{.*\})', result.stdout))
-    assert set(ranks) == {'rank 0', 'rank 1'}, result.stdout
-    assert json.loads(ranks['rank 0']) == json.loads(ranks['rank 1'])          # same metrics and same model weights
+    # each process prints `process N: {...}` on a line of its own, but a progress bar of the other may stand before it
+    processes = dict(re.findall(r'(process \d): (\{.*\})', result.stdout))
+    assert set(processes) == {'process 0', 'process 1'}, result.stdout
+    assert json.loads(processes['process 0']) == json.loads(processes['process 1'])  # same metrics and same model weights
     metrics = json.loads((run/'metrics.json').read_text())
-    assert metrics['world_size'] == 2 and metrics['rank'] == 0
+    assert metrics['world_size'] == 2 and metrics['process_index'] == 0
     assert_trained(run, 2)                                                      # one writer: each epoch logged once
     assert (run/'model.pkl').exists() and not list(run.rglob('.*.partial*'))
     assert 'batch size 64 lowered to 28' in result.stderr                      # 56 images: 28 for each process
