@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET
 
-from .core import HerbariumError, MetadataError, write_atomically  # noqa: F401 (importing them from here still works)
 from .metadata_cache import _STR, _cache_folder, _cache_path, _cache_soon, _finish_cache_writes, _read_cache, _str_column
 from .metadata_schema import (_BLANK, _KEYS, _MARKERS, _SCHEMAS, _TAXA, _TRAIN_KEYS, _Category,
                                               _Document, _DocumentRawImages, _DocumentStr, _DocumentStrRawImages, _Image,
@@ -67,6 +66,7 @@ def metadata_files(root, # a dataset root: train/ and test/ (2020, 2021), or tra
                               'or train_metadata.json and test_metadata.json (2022)')
     return files
 
+# %% ../nbs/01_metadata.ipynb #9732d3ef
 def _resolve(path, # split folder, dataset root or JSON file
              split:str|None=None, # 'train', 'test' or None
             ):
@@ -118,6 +118,7 @@ def _duplicate_error(source, ids:np.ndarray, what:str):
     first = int(np.flatnonzero(index == ids[i])[0])
     _fail(source, f"{_plural(n, 'duplicate ' + what + ' id')} (first: {what} id {_as_python(ids[i])} at {what}s[{first}] and {what}s[{i}])")
 
+# %% ../nbs/01_metadata.ipynb #617be2f7
 def _row_lookup(source, ids:np.ndarray, what:str):
     "A function mapping keys to their row in `ids` (-1 where absent); fails on duplicate ids."
     n = len(ids)
@@ -208,6 +209,7 @@ def _test_columns(source, images:list, year:int, prefix:str, explain)->dict:
     _row_lookup(source, ids, 'image')
     return dict(image_id=_id_column(ids), file_name=_str_column(_prefixed(names, prefix)))
 
+# %% ../nbs/01_metadata.ipynb #977ea913
 def _category_columns(source, categories:list, year:int, explain)->tuple:
     "Category ids and, per taxonomy column, the codes of each category's value and their categories (`_taxon_codes`)."
     if not categories: _fail(source, "'categories' is empty")
@@ -219,6 +221,7 @@ def _category_columns(source, categories:list, year:int, explain)->tuple:
     if 'genus' not in values: values['genus'] = list(map(genus_of, values['species']))  # 2021 names no genus
     return ids, {t: _taxon_codes(values.get(t)) for t in _TAXA}
 
+# %% ../nbs/01_metadata.ipynb #f48be01f
 def _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation):
     "Every annotation points at a known image and category; every image has exactly one annotation."
     for bad, what, key, values in [(image_row < 0, 'images', 'image_id', ann_image),
@@ -233,6 +236,7 @@ def _check_annotations(source, image_ids, image_row, ann_image, ann_category, ca
     n, i = _problem(per_image == 0)
     if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} no annotation (first: image id {_as_python(image_ids[i])})")
 
+# %% ../nbs/01_metadata.ipynb #f7be9338
 def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_annotation)->dict:
     "The columns of train metadata, labels joined on annotation.image_id == image id."
     keys = _KEYS[year]
@@ -280,6 +284,7 @@ def _parse(source:Path, split:str|None, latin1:bool=False, parallel:bool|None=No
     finally:
         if worker: worker.close()
 
+# %% ../nbs/01_metadata.ipynb #5a5198bc
 def _parse_document(source:Path, split:str|None, latin1:bool, holder:list, bare:bool, worker)->tuple:
     "Columns, year and split of the metadata in `holder` (its one item: bytes or a mapping); images by `worker` if any."
     explain = lambda: _explain(source, split, latin1)
@@ -313,6 +318,7 @@ def _parse_document(source:Path, split:str|None, latin1:bool, holder:list, bare:
     name_annotation = lambda i: _annotation_name(source, latin1, i)
     return _train_columns(source, doc, year, prefix, explain, name_annotation), year, split
 
+# %% ../nbs/01_metadata.ipynb #9c0566b6
 def _map_file(source:Path)->tuple:
     "The bytes of `source`, memory-mapped (read into memory where it cannot be mapped), and the file's identity if mapped."
     try:

@@ -60,6 +60,7 @@ def _read_cache(path:Path):
         warnings.warn(f'ignoring unreadable metadata cache {path}: {e}')
         return None
 
+# %% ../nbs/01a_metadata_cache.ipynb #e4f99562
 def _writable_view(base:np.ndarray, array:pa.Array, dtype)->np.ndarray:
     "The values of the null-free fixed-width `array` as a writable numpy view of `base` (the copy-on-write mapping it lies in)."
     # arrow hands out read-only numpy views only, and pandas writes into its columns in place: over a copy-on-write
@@ -82,6 +83,7 @@ def _table_frame(table:pa.Table, base:np.ndarray)->pd.DataFrame:
         else: columns[name] = _str_column(column)
     return pd.DataFrame(columns, copy=False)
 
+# %% ../nbs/01a_metadata_cache.ipynb #ffbb897c
 def _cache_table(df:pd.DataFrame)->pa.Table:
     "`df` as an arrow table: int64 numbers, large strings, and categories as dictionaries with pandas' own code width."
     # one thread: pyarrow's thread pool (concurrent.futures) refuses work once the interpreter is shutting down,
@@ -109,6 +111,7 @@ def _write_cache(path:Path, df:pd.DataFrame, year:int, split:str):
             if old != path and old.suffix in ('.arrow', '.parquet'): old.unlink(missing_ok=True)
     except (OSError, pa.ArrowException) as e: warnings.warn(f'could not write the metadata cache {path}: {e}')
 
+# %% ../nbs/01a_metadata_cache.ipynb #f4e2a4f8
 _BACKGROUND_ROWS = 250_000  # frames this large are cached by a background thread
 _writes = {}                # cache file -> the thread writing it
 

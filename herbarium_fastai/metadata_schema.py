@@ -50,6 +50,7 @@ class _Category(Struct, gc=False):
     id:int=UNSET; category_id:int=UNSET; name:str|None=UNSET; scientificName:str|None=UNSET
     family:str|None=UNSET; genus:str|None=UNSET; order:str|None=UNSET
 
+# %% ../nbs/01c_metadata_schema.ipynb #a297b351
 _MARKERS = ('licenses', 'institutions', 'regions', 'genera', 'distances')  # only looked for, never decoded
 _BLANK = re.compile(rb'\s*')
 
@@ -109,6 +110,7 @@ def _msgspec_problem(section:str, err:Exception)->str:
     m = re.match(r'(.*) - at `\$(.*)`$', str(err))
     return f'{section}{m.group(2)}: {m.group(1)}' if m else f'{section}: {err}'
 
+# %% ../nbs/01c_metadata_schema.ipynb #c5bbf595
 def _record_error(source, section:str, raw, record, err:Exception):
     "Raise a `MetadataError` that says what is wrong with the records of `section`."
     try: recs = msgspec.json.decode(raw, type=list[_lenient(record)])
@@ -162,6 +164,7 @@ def _raw_document(source, data:bytes)->_RawDocument:
     except msgspec.ValidationError as e: _fail(source, f'the top level must be a JSON object or array, {str(e).split(", ")[-1]}')
     except msgspec.DecodeError as e: _fail(source, f'not valid JSON ({e})')
 
+# %% ../nbs/01c_metadata_schema.ipynb #5c6efc80
 def _explain(source:Path, split:str|None, latin1:bool, problem:str='a record does not have what its year needs'):
     "Read `source` again strictly and raise the `MetadataError` that says what is wrong with it."
     data = _read_bytes(source, latin1)

@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, Raw, Struct
 
-from .core import cpu_count  # (the standard library only: the worker still starts in a tenth of a second)
+from .core import cpu_count, one_line_message  # (the standard library only: the worker still starts in a tenth of a second)
 
 # %% ../nbs/01b_metadata_worker.ipynb #49e81399
 class ImageRecord(Struct, gc=False):
@@ -90,6 +90,7 @@ def _id_columns(key:str, parts:list|None)->dict:
     if not parts or parts[0][0] == 'int': return {key: np.concatenate([p for _, p in parts]) if parts else np.zeros(0, np.int64)}
     return {f'{key}_offsets': _offsets([lengths for _, (lengths, _) in parts]), f'{key}_text': b''.join(t for _, (_, t) in parts)}
 
+# %% ../nbs/01b_metadata_worker.ipynb #ef6ba430
 def decode_images(data, # the bytes (or memory map) of a metadata JSON file
                   size:int=1<<20, # about this many bytes of records a chunk
                  )->dict:
@@ -133,6 +134,7 @@ def _dotdot_names(data:np.ndarray, starts:np.ndarray, ends:np.ndarray)->np.ndarr
     bad[owner[whole]] = True
     return bad
 
+# %% ../nbs/01b_metadata_worker.ipynb #2831fea7
 def file_name_problems(offsets:np.ndarray, # int64: where each name starts in `names`, and where the last one ends
                        names:bytes, # the UTF-8 bytes of all names, back to back
                       )->list:
@@ -166,6 +168,7 @@ def write_columns(path, # the file to write
         for a in arrays.values(): f.write(memoryview(a).cast('B'))
         for b in blobs.values(): f.write(b)
 
+# %% ../nbs/01b_metadata_worker.ipynb #c6c4273a
 def _read_exactly(f, buffer):
     if f.readinto(buffer) != len(buffer): raise ValueError(f'{f.name}: truncated columns file')
 
@@ -203,7 +206,7 @@ def main(args:list=None, # SOURCE OUT [CHUNK_BYTES] (default: `sys.argv[1:]`)
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         columns = decode_images(data, int(rest[0]) if rest else 1 << 20)
         header.update(error=None, name_problems=[p for mask, p in file_name_problems(columns['offsets'], columns['names']) if mask.any()])
-    except (OSError, ValueError, msgspec.DecodeError) as e: header['error'] = f'{type(e).__name__}: {e}'
+    except (OSError, ValueError, msgspec.DecodeError) as e: header['error'] = one_line_message(e, with_type=True)
     header.update(seconds=time.perf_counter() - t0, **_memory())
     write_columns(out, header, columns)
 
@@ -220,6 +223,7 @@ def _use_worker(parallel:bool|None, size:int)->bool:
     "Whether to decode a file of `size` bytes in two processes (`parallel`: True, False, or None to decide)."
     return (size >= _WORKER_BYTES and cpu_count() >= 2) if parallel is None else bool(parallel)
 
+# %% ../nbs/01b_metadata_worker.ipynb #54128922
 def _scratch_folder(size:int)->str|None:
     "Where the worker writes its columns: `/dev/shm` when it has room for `size` bytes, else the temp folder (None)."
     try:
@@ -228,6 +232,7 @@ def _scratch_folder(size:int)->str|None:
     except (AttributeError, OSError): pass
     return None
 
+# %% ../nbs/01b_metadata_worker.ipynb #5106741d
 def _address(buffer)->int: return np.frombuffer(buffer, np.uint8).ctypes.data
 
 class _ImagesWorker:

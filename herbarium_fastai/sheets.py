@@ -71,6 +71,7 @@ def _unit_blade(shape, aspect, venation):
     arr = np.concatenate(parts)
     return arr, np.cumsum([len(p) for p in parts]).tolist(), arr[:, 0]**2
 
+# %% ../nbs/02a_sheets.ipynb #a2c41e2f
 def _draw_blade(draw, shape, venation, origin, angle, length, aspect, fill, rng):
     "A leaf blade (polygon, then veins) with its base at `origin`, pointing at `angle`, slightly curled"
     arr, ends, x2 = _unit_blade(shape, aspect, venation)
@@ -118,6 +119,7 @@ def _at(pts, angles, s):
     f = s * len(angles) - k
     return pts[k] * (1 - f) + pts[k + 1] * f, angles[k]
 
+# %% ../nbs/02a_sheets.ipynb #d007e549
 def _draw_inflorescence(draw, pts, angles, tr, rng, H):
     kind, r = tr['inflorescence'], tr['flower_size'] * H * rng.uniform(.85, 1.15)
     if kind == 'none': return

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import cpu_count, process_map, write_atomically, write_csv, write_json
-from .sheets import flat_image, leaf_outline, render_image, sheet_image, sheet_size  # noqa: F401 (moved there: importing them from here still works)
+from .sheets import render_image, sheet_size
 
 # %% ../nbs/02_synth.ipynb #73cfea2d
 _ONSETS = ('b','c','d','f','g','l','m','n','p','r','s','t','v','ch','ph','th','tr','cr','pl','st','gl','br')
@@ -74,6 +74,12 @@ def species_traits(family:dict, # traits of the species' family
             'stem_width': u(.6, 1.1), 'curve': u(-.5, .5), 'stems': u(0, .6), 'leaflets': int(rng.integers(2, 6)),
             'flower_hue': (.42 + u(0, .72)) % 1, 'flower_size': u(.025, .05)}
 
+# %% ../nbs/02_synth.ipynb #c4a1ab3e
+def flat_colour(i:int)->tuple: # RGB
+    "A flat colour for the `i`th species: golden-ratio hues over 4 saturation/value levels"
+    r, g, b = colorsys.hsv_to_rgb((i * .6180339887) % 1, (.9, .5)[i % 2], (.9, .55)[(i // 2) % 2])
+    return (round(r*255), round(g*255), round(b*255))
+
 # %% ../nbs/02_synth.ipynb #b7d282df
 def _spread(rng, n, groups):
     "Assign `n` items to `groups` groups, each getting at least one"
@@ -83,11 +89,6 @@ def _unique(make, seen):
     while (name := make()) in seen: pass
     seen.add(name)
     return name
-
-def flat_colour(i:int)->tuple: # RGB
-    "A flat colour for the `i`th species: golden-ratio hues over 4 saturation/value levels"
-    r, g, b = colorsys.hsv_to_rgb((i * .6180339887) % 1, (.9, .5)[i % 2], (.9, .55)[(i // 2) % 2])
-    return (round(r*255), round(g*255), round(b*255))
 
 # %% ../nbs/02_synth.ipynb #695ba3df
 def make_taxonomy(species:int=12, # number of species
@@ -137,13 +138,13 @@ def species_counts(species:int, # number of species
                    seed:int=0, # random seed
                    min_per_species:int=3, # count of the rarest species
                    max_per_species:int=24, # count of the most common species
-                   tail:float=1.0, # power-law exponent: the species of (random) rank r gets max_per_species/r**tail
+                   tail:float=1.0, # power-law exponent: the species in (random) place p of the abundance order gets max_per_species/p**tail
                   )->np.ndarray: # train images per species
     "Long-tailed (Zipf-like) train image counts per species, clipped to [min_per_species, max_per_species]"
     if not 1 <= min_per_species <= max_per_species:
         raise ValueError(f'need 1 <= min_per_species <= max_per_species, got {min_per_species}, {max_per_species}')
-    ranks = np.random.default_rng([seed, 1]).permutation(species) + 1
-    return np.clip(np.round(max_per_species * ranks**-float(tail)), min_per_species, max_per_species).astype(int)
+    places = np.random.default_rng([seed, 1]).permutation(species) + 1
+    return np.clip(np.round(max_per_species * places**-float(tail)), min_per_species, max_per_species).astype(int)
 
 # %% ../nbs/02_synth.ipynb #8e9886e9
 INSTITUTIONS = ('NY', 'BPBM', 'NL', 'BRI', 'AK')
@@ -204,6 +205,14 @@ def _image_records(taxa, counts, test_per_species, test_id_start, seed)->tuple:
                  institution_id=int(n), license=int(l), sp=int(s)) for k, (s, n, l) in enumerate(zip(test_sp, test_inst, test_lic))]
     return train, test
 
+def _prepare_jobs(dest:Path, train:list, test:list)->list:
+    "The render jobs (see `_render_jobs`) of the `train` and `test` records, with their folders made in `dest`"
+    jobs = [(f"train/{r['file_name']}", r['sp'], 0, r['image_id'], r['institution_id']) for r in train]
+    jobs += [(f"test/{r['file_name']}", r['sp'], 1, r['image_id'], r['institution_id']) for r in test]
+    for d in sorted({str(Path(j[0]).parent) for j in jobs}): (dest/d).mkdir(parents=True, exist_ok=True)
+    return jobs
+
+# %% ../nbs/02_synth.ipynb #9d7ea00e
 def _write_metadata(dest, taxa, train, test, shape, info):
     "Write the Kaggle 2021 metadata files of a synthetic dataset, with `sample_submission.csv` and `test_labels.csv`"
     image = lambda r: {'id': r['image_id'], 'width': shape[0], 'height': shape[1], 'file_name': r['file_name'], 'license': r['license']}
@@ -245,9 +254,7 @@ def make_synthetic_dataset(
     dest = _prepare_dest(dest, overwrite)
     train, test = _image_records(taxa, counts, test_per_species, test_id_start, seed)
     n_train, n_test = len(train), len(test)
-    jobs = [(f"train/{r['file_name']}", r['sp'], 0, r['image_id'], r['institution_id']) for r in train]
-    jobs += [(f"test/{r['file_name']}", r['sp'], 1, r['image_id'], r['institution_id']) for r in test]
-    for d in sorted({str(Path(j[0]).parent) for j in jobs}): (dest/d).mkdir(parents=True, exist_ok=True)
+    jobs = _prepare_jobs(dest, train, test)
     state = dict(dest=dest, traits=[c['traits'] for c in taxa], seed=seed, size=size, style=style,
                  supersample=supersample, quality=quality)
     workers = cpu_count() if workers is None else workers

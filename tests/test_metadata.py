@@ -9,7 +9,8 @@ import pytest
 import herbarium_fastai.metadata as md
 import herbarium_fastai.metadata_cache as mc
 import herbarium_fastai.metadata_worker as mw
-from herbarium_fastai.metadata import HerbariumError, MetadataError, category_table, image_paths, load_metadata
+from herbarium_fastai.core import HerbariumError, MetadataError
+from herbarium_fastai.metadata import category_table, image_paths, load_metadata
 
 COLUMNS = ['image_id', 'file_name', 'category_id', 'species', 'genus', 'family', 'order', 'institution_id']
 

@@ -4,8 +4,8 @@ import pickle
 import pytest
 
 from conftest import run_command
+from herbarium_fastai.core import HerbariumError
 from herbarium_fastai.inference import load_model
-from herbarium_fastai.metadata import HerbariumError
 
 class _RunsCode:
     "Unpickling this creates a marker file: proof that code ran"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from herbarium_fastai.synth import (make_synthetic_dataset, make_taxonomy, sheet_image, kaggle_train_file_name,
-                                    kaggle_test_file_name)
+from herbarium_fastai.sheets import sheet_image
+from herbarium_fastai.synth import make_synthetic_dataset, make_taxonomy, kaggle_train_file_name, kaggle_test_file_name
 
 
 def _read_csv(path):
