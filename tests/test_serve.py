@@ -1,6 +1,6 @@
 """herbarium-serve: every endpoint and every bad input through FastAPI's test client, batching, the command in a subprocess,
 a load test on loopback, a real browser (Debian's chromium + chromium-driver, through selenium), and `--onnx`"""
-import asyncio, io, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time, zlib
+import asyncio, io, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +14,9 @@ from PIL import Image
 from conftest import ROOT, command_line, run_command
 from herbarium_fastai.inference import load_safe_model, predict_images
 from herbarium_fastai.onnx_model import export_onnx_model
-from herbarium_fastai.serve import create_app
+from herbarium_fastai.core import HerbariumError
+from herbarium_fastai.options import ServeOptions
+from herbarium_fastai.serve import UploadError, app_from_environment, create_app, decode_image
 
 DATA = Path(__file__).parent/'data'
 
@@ -51,10 +53,10 @@ def upload(*files, field='images'):
     "multipart `files` for the test client: (name, bytes) pairs in `field`"
     return [(field, (name, data, 'application/octet-stream')) for name, data in files]
 
-def bomb():
-    "A small PNG whose header claims 20,000 × 20,000 pixels (4.5 × Pillow's limit)"
+def bomb(width=20_000, height=20_000):
+    "A small PNG whose header claims `width` × `height` pixels (by default 4.5 × Pillow's limit)"
     png = bytearray(image_bytes('white', (8, 8)))
-    png[16:24] = struct.pack('>II', 20_000, 20_000)
+    png[16:24] = struct.pack('>II', width, height)
     png[29:33] = struct.pack('>I', zlib.crc32(bytes(png[12:29])))
     return bytes(png)
 
@@ -91,6 +93,8 @@ def test_openapi_documents_identify(client):
     spec = client.get('/openapi.json').json()
     body = spec['paths']['/identify']['post']['requestBody']['content']['multipart/form-data']['schema']
     assert body['required'] == ['images'] and {p['name'] for p in spec['paths']['/identify']['post']['parameters']} == {'k', 'heatmap', 'preview'}
+    k = next(p for p in spec['paths']['/identify']['post']['parameters'] if p['name'] == 'k')['schema']
+    assert (k['minimum'], k['maximum'], k['default']) == (1, 100, 5) and sorted(spec['paths']) == ['/health', '/identify', '/model']
     assert client.get('/docs').status_code == 200
 
 def test_identify_one_and_many_with_k(client, sheets, expected):
@@ -128,6 +132,7 @@ BAD = {  # name: (files, query, status, words in the error, the file named)
     'non-image': (upload(('notes.txt', b'just some text')), '', 415, 'not an image', 'notes.txt'),
     'truncated JPEG': (upload(('cut.jpg', TRUNCATED)), '', 400, 'cannot decode the image', 'cut.jpg'),
     'decompression bomb': (upload(('bomb.png', bomb())), '', 413, 'decompression bomb', 'bomb.png'),
+    'bomb Pillow only warns of': (upload(('big.png', bomb(10_000, 10_000))), '', 413, '10000×10000 pixels, over the limit of 89,478,485 (a decompression bomb?)', 'big.png'),
     'GIF': (upload(('anim.gif', image_bytes(format='GIF'))), '', 415, 'send JPEG, PNG or TIFF', 'anim.gif'),
     'over-size upload': (upload(('huge.png', os.urandom(30_000))), '', 413, 'MB, over the 0.01 MB limit', 'huge.png'),
     'too many files': (upload(*((f'{n}.png', image_bytes()) for n in range(4))), '', 413, 'too many files: at most 3', '3.png'),
@@ -179,6 +184,57 @@ def test_uploads_leave_no_file_behind(run, sheets, tmp_path, monkeypatch):
         assert client.post('/identify', files=upload(('noise.png', big.getvalue()))).status_code == 200
     assert list(tmp_path.iterdir()) == []
 
+# ---------------------------------------------------------------- options, the environment, warnings
+
+def test_options_are_one_value(run):
+    "create_app(ServeOptions) or create_app(run, **options); the defaults are ServeOptions'; unknown names and no run refused in one line"
+    assert create_app(run).state.options == ServeOptions(run=run)
+    app = create_app(ServeOptions(run=run, max_files=2), max_upload_mb=1)
+    assert app.state.options == ServeOptions(run=str(run), max_files=2, max_upload_mb=1)
+    with TestClient(app) as client:
+        assert (client.get('/model').json()['max_files'], client.get('/model').json()['max_upload_mb']) == (2, 1)
+        response = client.post('/identify', files=upload(*((f'{n}.png', image_bytes()) for n in range(3))))
+        assert response.status_code == 413 and 'at most 2' in response.json()['error']
+    for call, words in [(lambda: create_app(run, max_file=2), 'create_app: unknown option max_file'),
+                        (lambda: create_app(run, max_files=0), '--max-files 0: give 1 or more'),
+                        (lambda: create_app(run, run=run), 'create_app: two runs'),
+                        (lambda: create_app(onnx=True), 'create_app: no run folder')]:
+        with pytest.raises(HerbariumError, match=words): call()
+
+def test_app_from_environment(run, monkeypatch, tmp_path):
+    "The run from HERBARIUM_SERVE_RUN (or the options), the options from HERBARIUM_SERVE_OPTIONS as herbarium-serve --workers sets them"
+    monkeypatch.setenv('HERBARIUM_SERVE_RUN', str(run))
+    monkeypatch.setenv('HERBARIUM_SERVE_OPTIONS', json.dumps(dict(onnx=True, max_upload_mb=2, max_files=4, threads=1)))
+    assert app_from_environment().state.options == ServeOptions(run=str(run), onnx=True, max_upload_mb=2, max_files=4, threads=1)
+    every = ServeOptions(run=str(tmp_path), port=9000, workers=2, threads=1)   # every option, as ServeOptions.to_dict writes them
+    monkeypatch.setenv('HERBARIUM_SERVE_OPTIONS', json.dumps(every.to_dict()))
+    assert app_from_environment().state.options == every.replace(run=str(run))   # HERBARIUM_SERVE_RUN wins
+    monkeypatch.delenv('HERBARIUM_SERVE_RUN')
+    monkeypatch.setenv('HERBARIUM_SERVE_OPTIONS', json.dumps(dict(run=str(run))))
+    assert app_from_environment().state.options == ServeOptions(run=str(run))
+    monkeypatch.setenv('HERBARIUM_SERVE_OPTIONS', json.dumps(dict(max_file=4)))
+    with pytest.raises(HerbariumError, match='HERBARIUM_SERVE_OPTIONS: unknown option max_file'): app_from_environment()
+    monkeypatch.delenv('HERBARIUM_SERVE_OPTIONS')
+    with pytest.raises(HerbariumError, match='set HERBARIUM_SERVE_RUN to a run folder'): app_from_environment()
+
+@pytest.mark.filterwarnings('error')
+def test_no_process_wide_warning_filter(run, client):
+    "Making an app leaves the warning filters alone; Pillow's bomb warning does not escape decode_image, even from many threads at once"
+    filters = list(warnings.filters)
+    create_app(run)
+    assert warnings.filters == filters
+    response = client.post('/identify', files=upload(('big.png', bomb(10_000, 10_000))))
+    assert (response.status_code, response.json()['file']) == (413, 'big.png'), response.text
+    def refused(n):
+        try: decode_image(bomb(10_000, 10_000), f'{n}.png')
+        except UploadError as e: return e.status
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: two in warnings.catch_warnings at once would leave a filter behind (or let the warning out)
+    try:
+        with ThreadPoolExecutor(8) as pool: assert set(pool.map(refused, range(2000))) == {413}
+    finally: sys.setswitchinterval(interval)
+    assert warnings.filters == filters
+
 # ---------------------------------------------------------------- batching
 
 def test_concurrent_requests_share_a_forward_pass_and_the_loop_stays_free(run, sheets, expected):
@@ -212,10 +268,10 @@ def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 @contextmanager
-def serving(run):
-    "`herbarium-serve RUN` in a subprocess on a free loopback port, once it answers: (base URL, process)"
+def serving(run, *options):
+    "`herbarium-serve RUN *options` in a subprocess on a free loopback port, once it answers: (base URL, process)"
     port = free_port()
-    process = subprocess.Popen(command_line('herbarium-serve', run, '--port', port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen(command_line('herbarium-serve', run, '--port', port, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
     url = f'http://127.0.0.1:{port}'
     deadline = time.time() + 120
@@ -241,6 +297,14 @@ def test_command_serves_on_loopback(server):
     url, process = server
     assert httpx.get(f'{url}/model').json()['architecture'] == 'test_resnet'
     assert httpx.get(f'{url}/').text.count('serve.js') == 1
+
+def test_command_with_two_workers(run, sheets, expected):
+    "--workers 2: uvicorn's processes make the app from the environment (HERBARIUM_SERVE_RUN, HERBARIUM_SERVE_OPTIONS)"
+    with serving(run, '--workers', 2, '--max-files', 2) as (url, _):
+        assert httpx.get(f'{url}/model').json()['max_files'] == 2
+        f = sheets[0]
+        response = httpx.post(f'{url}/identify', files=upload((f.name, f.read_bytes())), timeout=60)
+        assert response.json()['results'][0]['top'][0]['category_id'] == expected[str(f)]
 
 def test_command_refuses_a_bad_run_in_one_line(tmp_path):
     result = run_command('herbarium-serve', tmp_path, timeout=120)
