@@ -1,5 +1,5 @@
 "Optional features with their packages missing: one line naming every missing package and the install command, exit 2, no traceback"
-import shutil
+import os, shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,8 @@ def refusing(tmp_path):
     "`env(modules)`: an environment in which the kit's commands cannot import `modules`"
     folder = tmp_path/'refuse'; folder.mkdir()
     (folder/'sitecustomize.py').write_text(REFUSER)
-    return lambda *modules: dict(PYTHONPATH=str(folder), HERBARIUM_TEST_REFUSE=','.join(modules))
+    return lambda *modules: dict(PYTHONPATH=os.pathsep.join([str(folder), os.environ.get('PYTHONPATH', '')]),
+                                 HERBARIUM_TEST_REFUSE=','.join(modules))
 
 @pytest.fixture
 def run(tmp_path):

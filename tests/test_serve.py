@@ -415,7 +415,7 @@ def _browse(driver, url, run, files, tmp_path):
         assert 'identified' in driver.find_element(By.ID, 'status').text
         assert driver.find_element(By.ID, 'download').is_enabled()
         csv_lines = driver.execute_script('return csvText();').splitlines()   # what "Download CSV" saves
-        assert csv_lines[0] == 'file,rank,category_id,species,genus,family,order,probability,answer_rank,answer,answer_probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
+        assert csv_lines[0] == 'file,position,category_id,species,genus,family,order,probability,answer_rank,answer,answer_probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
         assert csv_lines[1].startswith(f'{files[0].name},1,{expected[str(files[0])]},')
     finally: driver.quit()
 

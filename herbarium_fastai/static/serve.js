@@ -96,7 +96,7 @@ function csvField(value) {
 }
 
 function csvText() {
-  const header = ["file", "rank", "category_id", "species", "genus", "family", "order", "probability", "answer_rank", "answer", "answer_probability"];
+  const header = ["file", "position", "category_id", "species", "genus", "family", "order", "probability", "answer_rank", "answer", "answer_probability"];
   const rows = [header.join(",")];
   for (const result of state.results) result.top.forEach((p, i) => rows.push(
     [result.file, i + 1, p.category_id, p.species, p.genus, p.family, p.order, p.probability.toFixed(6),
