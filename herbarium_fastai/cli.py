@@ -62,6 +62,7 @@ def _switch_help(comment, default):
     m = re.fullmatch(r'(.*) \(--no-[\w-]+: (.*)\)', comment or '')
     return f"{m[2]} (without it: {m[1]})" if default and m else comment
 
+# %% ../nbs/07_cli.ipynb #5e7a6e57
 @contextmanager
 def _command_errors(command): # the command's name, printed before the message
     "Turn a `HerbariumError` into one line on stderr and exit status 2"

@@ -76,6 +76,7 @@ def _chosen_species(candidates:np.ndarray, # the category ids that may be chosen
     if not len(candidates): raise HerbariumError('the subset is empty: no species is left')
     return candidates
 
+# %% ../nbs/03_data.ipynb #5bfc9462
 def subset_metadata(df,                   # train metadata from `load_metadata`
                     species=None,         # number of species to pick at random (seeded), or a list of category ids
                     families=None,        # keep the species of these families (a list, or 'A,B')
@@ -217,6 +218,7 @@ class ModelDescription:
         except (ValueError, UnicodeDecodeError) as e: raise HerbariumError(f"{fname}: not JSON ({e})") from e
         except OSError as e: raise HerbariumError(f"{fname}: cannot read it ({e.strerror})") from e
 
+# %% ../nbs/03_data.ipynb #6f9f401d
 def describe_dataloaders(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)
                          vocab,   # the DataLoaders' vocab (category ids)
                          size=TrainingOptions.size, presize=None, augment=True, arch=DEFAULT_ARCH, # as given to `herbarium_datablock`
@@ -264,6 +266,7 @@ def with_split(df,        # train metadata from `load_metadata`
     items.attrs = dict(df.attrs)
     return items
 
+# %% ../nbs/03_data.ipynb #02765abc
 def dataloaders_from_items(items, # from `with_split`: `path`, `category_id`, `is_valid`
                            size=TrainingOptions.size, # final image size fed to the model
                            bs=TrainingOptions.bs,     # batch size (per process), as `fit_batch_size` gave it
@@ -318,6 +321,7 @@ def _present(root:str, names:pa.Array)->np.ndarray:
         present = pa.array([p for listing in listed for p in listing], pa.large_string())
     return pc.is_in(names, value_set=present).to_numpy(zero_copy_only=False)
 
+# %% ../nbs/03_data.ipynb #c9d64225
 def _unreadable(paths:list)->list:
     "For each path: None if the image decodes, else the problem in one line (runs in a worker process)."
     problems = []
@@ -330,6 +334,7 @@ def _unreadable(paths:list)->list:
 
 def _chunks(items:list, n:int)->list: return [items[i:i + n] for i in range(0, len(items), n)]
 
+# %% ../nbs/03_data.ipynb #a0e06cdc
 def check_images(df,           # metadata from `load_metadata`
                  root=None,    # folder the `file_name`s are relative to; default `df.attrs['root']`
                  decode=False, # also decode every present image, to find unreadable ones
@@ -351,6 +356,7 @@ def check_images(df,           # metadata from `load_metadata`
     bad = np.flatnonzero(pd.notna(problem))
     return pd.DataFrame(dict(image_id=np.asarray(df['image_id'])[bad], path=image_paths(df.iloc[bad], root), problem=problem[bad]))
 
+# %% ../nbs/03_data.ipynb #652ccfae
 def write_problems(problems:pd.DataFrame, # from `check_images`
                    fname,                 # the CSV to write
                   )->Path:
@@ -379,11 +385,11 @@ def shrink_image(src,        # the image file to read
         return None
     except Exception as e: return f'unreadable ({one_line_message(e, with_type=True)})'
 
+# %% ../nbs/03_data.ipynb #37ef8344
 def _shrink_many(jobs:list)->list:
     "Run `shrink_image` on each `(src, dest, size, quality)` (in a worker process)."
     return [shrink_image(*job) for job in jobs]
 
-# %% ../nbs/03_data.ipynb #37ef8344
 def _copied_files(data:Path)->list:
     "The metadata and label files of the dataset root `data`, relative to it, that a copy needs."
     labels = [n for n in ('test_labels.csv', 'sample_submission.csv') if (data/n).is_file()]
@@ -396,6 +402,7 @@ def _shrink_all(jobs:list, workers=None, progress=True, chunk=32)->list:
     if progress and tasks: results = progress_bar(results, total=len(tasks))
     return [(job[0], p) for task, r in zip(tasks, results) for job, p in zip(task, r) if p]
 
+# %% ../nbs/03_data.ipynb #ce0b4148
 def resize_dataset(data,          # dataset root in the Kaggle layout (train/ and test/, or 2022's *_metadata.json)
                    dest,          # root of the copy (created; may hold a part-finished earlier run)
                    size=384,      # longest side of the copies, in px

@@ -35,11 +35,6 @@ from .taxonomy import (RANK_SOURCES, add_rank_heads, best_per_rank, rank_heads_o
                                        rank_probabilities, taxonomy_tree, true_ranks)
 
 # %% ../nbs/05_inference.ipynb #6633ee36
-def _autocast(device):
-    "bf16/fp16 autocast on a GPU, nothing on the CPU"
-    if device.type != 'cuda': return torch.autocast('cpu', enabled=False)
-    return torch.autocast('cuda', dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
 def model_description(learn, # a `Learner` from `herbarium_learner`, `load_model` or `learner_from_description`
                      )->ModelDescription:
     "The `ModelDescription` of `learn`; refuses a learner the kit did not make"
@@ -48,12 +43,11 @@ def model_description(learn, # a `Learner` from `herbarium_learner`, `load_model
         raise HerbariumError("this learner was not made by herbarium_learner: it has no model description")
     return description
 
-def _log_prior(learn):
-    "log of each class's share of the training images, from the learner's config"
-    counts = model_description(learn).class_counts
-    if not counts: raise HerbariumError("this model has no training class counts, so no prior correction")
-    counts = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
-    return (counts / counts.sum()).log()
+# %% ../nbs/05_inference.ipynb #4e0d3993
+def _autocast(device):
+    "bf16/fp16 autocast on a GPU, nothing on the CPU"
+    if device.type != 'cuda': return torch.autocast('cpu', enabled=False)
+    return torch.autocast('cuda', dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 def _heads_probabilities(heads):
     "Per rank, the probabilities of the rank heads' last forward pass"
@@ -70,6 +64,15 @@ def _batch_logits(model, xb, tta=False):
     # average probabilities, returned as log-probabilities so that they shift and softmax like logits
     return ((logits.softmax(-1) + mirrored.softmax(-1)) / 2).log(), ranks
 
+# %% ../nbs/05_inference.ipynb #9f8a941d
+def _log_prior(learn):
+    "log of each class's share of the training images, from the learner's config"
+    counts = model_description(learn).class_counts
+    if not counts: raise HerbariumError("this model has no training class counts, so no prior correction")
+    counts = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
+    return (counts / counts.sum()).log()
+
+# %% ../nbs/05_inference.ipynb #0675e703
 def stream_outputs(learn, dl, tta=False, prior_strength=0.):
     "Yield the (corrected) logits of each batch of `dl`, the rank heads' probabilities (`{}` without heads) and the rest of the batch"
     model = learn.model.eval()
@@ -80,6 +83,7 @@ def stream_outputs(learn, dl, tta=False, prior_strength=0.):
             if log_prior is not None: logits = logits - prior_strength * log_prior.to(logits.device)
             yield logits, ranks, batch[1:]
 
+# %% ../nbs/05_inference.ipynb #a2647c03
 def stream_logits(learn, dl, tta=False, prior_strength=0.):
     "Yield the (corrected) logits of each batch of `dl`, without keeping them"
     for logits, _, rest in stream_outputs(learn, dl, tta, prior_strength): yield logits, rest
@@ -136,6 +140,7 @@ class ValidationPass:
         "Each image's best category id, uncorrected"
         return self.vocab[self.corrected[0.]]
 
+# %% ../nbs/05_inference.ipynb #3c705a62
 def _concatenate_best(batches:list)->dict:
     "Per rank, the (index, probability) arrays of `best_per_rank` over batches, joined"
     return {r: tuple(np.concatenate([b[r][i] for b in batches]) for i in (0, 1)) for r in batches[0]} if batches else {}
@@ -195,6 +200,7 @@ def learner_from_description(description, # a `ModelDescription` (as in model.js
     learn.model_description = dataclasses.replace(d)
     return learn
 
+# %% ../nbs/05_inference.ipynb #af5867ba
 def load_safe_model(fname,   # `model.json` (with `model.safetensors` beside it), or the folder holding both
                     cpu=None, # load onto the CPU; default: the GPU when there is one
                    )->Learner:
@@ -238,6 +244,7 @@ def load_model(fname,              # a run folder, `model.json`, `model.safetens
                              "use the safe model.json + model.safetensors, or --trust-pickle for a file you made")
     return _load_pickle(pickled, cpu)
 
+# %% ../nbs/05_inference.ipynb #139a7adb
 def _load_pickle(fname, cpu=None):
     "fastai's `load_learner`, with one-line errors"
     if not fname.is_file(): raise HerbariumError(f"{fname}: no such model file")
@@ -269,6 +276,7 @@ def top_k_table(predictions, # from `predict_metadata`
     per_image = [c for c in predictions.columns if c.startswith(('top_', 'answer')) and c not in ('top_k_ids', 'top_k_probabilities')]
     return table.assign(**{c: np.repeat(predictions[c].to_numpy(), k) for c in per_image})
 
+# %% ../nbs/05_inference.ipynb #aa2b3c3d
 def predict_images(learn,  # from `load_model`
             items,  # image file(s), a PIL image, or a metadata DataFrame (`image_id`, `file_name`)
             k=PredictionOptions.k, # species per image
@@ -283,7 +291,6 @@ def predict_images(learn,  # from `load_model`
     table = top_k_table(predict_metadata(learn, frame, k=k, **kwargs), learn)
     return table.assign(image_id=[names[i] for i in table.image_id]).rename(columns={'image_id': 'item'})
 
-
 # %% ../nbs/05_inference.ipynb #678a6c24
 def submission_frame(predictions, # from `predict_metadata`
                     )->pd.DataFrame:
@@ -291,6 +298,7 @@ def submission_frame(predictions, # from `predict_metadata`
     sub = pd.DataFrame(dict(Id=predictions.image_id.to_numpy(), Predicted=predictions.category_id.astype('int64').to_numpy()))
     return sub.sort_values('Id', kind='stable').reset_index(drop=True)
 
+# %% ../nbs/05_inference.ipynb #f8f9eec7
 def check_submission(sub,      # an `Id,Predicted` table (or the CSV's path)
                      test_ids, # the test image ids it must cover
                     ):
@@ -305,6 +313,7 @@ def check_submission(sub,      # an `Id,Predicted` table (or the CSV's path)
     if len(missing) or len(extra): raise HerbariumError(f"{name}{len(missing)} test ids missing, {len(extra)} unknown ids")
     if not sub.Id.is_monotonic_increasing: raise HerbariumError(f"{name}ids are not sorted")
 
+# %% ../nbs/05_inference.ipynb #8f46192d
 def write_submission(sub,   # from `submission_frame`
                      fname, # the CSV to write
                     )->Path:

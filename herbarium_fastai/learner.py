@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'resolve_weights',
-           'RunCheckpoint', 'RunHistory', 'distributed', 'broadcast_from_main_process', 'single_process', 'RunEstimate',
-           'find_learning_rate', 'default_freeze_epochs', 'training_phases', 'train_learner', 'load_checkpoint',
-           'export_learner']
+           'RunCheckpoint', 'RunHistory', 'distributed', 'broadcast_from_main_process', 'single_process',
+           'find_learning_rate', 'RunEstimate', 'default_freeze_epochs', 'training_phases', 'train_learner',
+           'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
 import dataclasses, importlib, os, sys, time
@@ -43,17 +43,6 @@ def macro_f1():
     return metric
 
 # %% ../nbs/04_learner.ipynb #bcef441a
-_HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
-def _on_cuda(dls): return dls.device is not None and torch.device(dls.device).type == 'cuda'
-
-def _add_rank_heads(learn, weight, refreeze):
-    "Rank heads on `learn`'s model from its description's taxonomy, and their loss"
-    if learn.model_description is None: raise HerbariumError("rank heads need DataLoaders from herbarium_dataloaders (the species' taxonomy)")
-    add_rank_heads(learn.model, taxonomy_tree(learn.model_description.classes))
-    learn.model_description.rank_heads = dict(weight=float(weight))
-    learn.add_cb(RankLoss(weight))
-    if refreeze: learn.opt = None; learn.freeze()  # vision_learner made the optimizer before the heads were added
-
 def herbarium_learner(dls,                    # DataLoaders from `herbarium_dataloaders`
                       arch=None,              # a timm model name; default the DataLoaders' (their normalisation is its), or the one packaged `weights` are for
                       pretrained=TrainingOptions.pretrained, # start from timm's pretrained weights (downloaded from the Hugging Face hub)
@@ -82,6 +71,7 @@ def herbarium_learner(dls,                    # DataLoaders from `herbarium_data
         learn.freeze()  # as fastai does for a pretrained body: the new head trains first
     return _on_the_device(learn, mixed_precision, channels_last)
 
+# %% ../nbs/04_learner.ipynb #8d6c0225
 def _vision_learner(dls, arch, download, metrics, path, kwargs)->Learner:
     "fastai's `vision_learner` for the timm model `arch` (normalisation is the DataLoaders'), with one-line errors"
     try: return vision_learner(dls, arch, pretrained=download, normalize=False, metrics=metrics, path=path, **kwargs)
@@ -92,6 +82,20 @@ def _vision_learner(dls, arch, download, metrics, path, kwargs)->Learner:
     except RuntimeError as e:
         if 'Unknown model' not in str(e): raise
         raise HerbariumError(f"unknown timm architecture {arch!r} (see timm.list_models())") from e
+
+# %% ../nbs/04_learner.ipynb #0690b4ba
+_HEAD_ARGUMENTS = ('concat_pool', 'pool', 'lin_ftrs', 'ps', 'first_bn', 'bn_final', 'lin_first', 'n_in')  # shape the model
+
+def _add_rank_heads(learn, weight, refreeze):
+    "Rank heads on `learn`'s model from its description's taxonomy, and their loss"
+    if learn.model_description is None: raise HerbariumError("rank heads need DataLoaders from herbarium_dataloaders (the species' taxonomy)")
+    add_rank_heads(learn.model, taxonomy_tree(learn.model_description.classes))
+    learn.model_description.rank_heads = dict(weight=float(weight))
+    learn.add_cb(RankLoss(weight))
+    if refreeze: learn.opt = None; learn.freeze()  # vision_learner made the optimizer before the heads were added
+
+# %% ../nbs/04_learner.ipynb #403c8815
+def _on_cuda(dls): return dls.device is not None and torch.device(dls.device).type == 'cuda'
 
 def _on_the_device(learn, mixed_precision=None, channels_last=None)->Learner:
     "`learn` in mixed precision and channels_last where asked (default: when its DataLoaders are on a GPU)"
@@ -167,6 +171,7 @@ def _plain(obj):
     if isinstance(obj, np.generic): return obj.item()
     return obj
 
+# %% ../nbs/04_learner.ipynb #01291121
 class RunCheckpoint(TrackerCallback):
     "After every epoch write `last.pth` (model, optimizer, epoch) and, when `monitor` improves, `best.pth`; atomically, by the main process"
     # fastai's SaveModelCallback writes `learn.save` in place (a kill mid-write corrupts it) and keeps no epoch or
@@ -196,6 +201,7 @@ class RunCheckpoint(TrackerCallback):
                          phase_epoch=self.epoch + 1, best=float(self.best), monitor=self.monitor, **(self.extra or {})),
                     folder/'last.pth')
 
+# %% ../nbs/04_learner.ipynb #9e3ecd6a
 class RunHistory(CSVLogger):
     "fastai's `CSVLogger` for a run of several fits: one header, the run's epoch numbers, skipped epochs left out, by the main process"
     def __init__(self, fname, epoch_offset=0): super().__init__(fname, append=True); self.epoch_offset = epoch_offset
@@ -216,6 +222,7 @@ class RunHistory(CSVLogger):
     def after_fit(self):
         if self.active: super().after_fit()
 
+# %% ../nbs/04_learner.ipynb #e38760fe
 def _keep_history(fname, # a `history.csv`
                  epochs, # epochs to keep (those in the checkpoint resumed from)
                 ):
@@ -226,18 +233,6 @@ def _keep_history(fname, # a `history.csv`
     write_atomically(fname, ''.join(lines[:1 + epochs]))
 
 # %% ../nbs/04_learner.ipynb #2b9e5fda
-class _GlooDistributedDL(DistributedDL):
-    "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
-    # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
-    def _broadcast(self, t, src):
-        t = torch.LongTensor(t)
-        torch.distributed.broadcast(t, src)
-        return t.tolist()
-
-class _CPUDistributedTrainer(DistributedTrainer):
-    "fastai's `DistributedTrainer` for processes on CPUs (gloo)"
-    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _GlooDistributedDL(dl, device=self.learn.model.device)
-
 @contextmanager
 def distributed(learn, # the `Learner` to train in every process of `accelerate launch` (or torchrun)
                ):
@@ -252,6 +247,20 @@ def distributed(learn, # the `Learner` to train in every process of `accelerate 
     try: yield learn
     finally: learn.detach_distributed()
 
+# %% ../nbs/04_learner.ipynb #00ae5906
+class _GlooDistributedDL(DistributedDL):
+    "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
+    # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
+    def _broadcast(self, t, src):
+        t = torch.LongTensor(t)
+        torch.distributed.broadcast(t, src)
+        return t.tolist()
+
+class _CPUDistributedTrainer(DistributedTrainer):
+    "fastai's `DistributedTrainer` for processes on CPUs (gloo)"
+    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _GlooDistributedDL(dl, device=self.learn.model.device)
+
+# %% ../nbs/04_learner.ipynb #758c5668
 def broadcast_from_main_process(value):
     "`value` as the main process (process index 0) has it, in every process of a distributed run"
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return value
@@ -259,6 +268,7 @@ def broadcast_from_main_process(value):
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 
+# %% ../nbs/04_learner.ipynb #bc554388
 @contextmanager
 def single_process():
     "Within it fastai sees one process (for the main process alone, before the process group starts: e.g. its `lr_find`)"
@@ -267,25 +277,6 @@ def single_process():
     try: yield
     finally:
         if saved is not None: os.environ['WORLD_SIZE'] = saved
-
-# %% ../nbs/04_learner.ipynb #9feabc88
-class RunEstimate(Callback):
-    "On the CPU: say so, and after the first training steps about how long the run's `epochs` will take (once)"
-    def __init__(self, epochs, after=5): store_attr(); self.announced = self.said = False
-    def before_fit(self):
-        self.steps = 0
-        if not self.announced and not hasattr(self.learn, 'lr_finder'):
-            print(f"note: no GPU: training on the CPU; the run's time is estimated after {self.after} steps", file=sys.stderr)
-            self.announced = True
-    def after_batch(self):
-        if not self.training or self.said or hasattr(self.learn, 'lr_finder'): return
-        self.steps += 1
-        if self.steps == 1: self.start = time.perf_counter()  # (the first step pays for the warm-up)
-        if self.steps < self.after + 1: return
-        per_step, self.said = (time.perf_counter() - self.start) / self.after, True
-        seconds = per_step * self.epochs * (len(self.dls.train) + len(self.dls.valid) / 3)  # a validation step: a forward pass
-        took = f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'
-        print(f"note: about {took} for {self.epochs} epochs at {per_step:.2f} s a training step here", file=sys.stderr)
 
 # %% ../nbs/04_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
@@ -309,6 +300,25 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
         plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
+# %% ../nbs/04_learner.ipynb #9feabc88
+class RunEstimate(Callback):
+    "On the CPU: say so, and after the first training steps about how long the run's `epochs` will take (once)"
+    def __init__(self, epochs, after=5): store_attr(); self.announced = self.said = False
+    def before_fit(self):
+        self.steps = 0
+        if not self.announced and not hasattr(self.learn, 'lr_finder'):
+            print(f"note: no GPU: training on the CPU; the run's time is estimated after {self.after} steps", file=sys.stderr)
+            self.announced = True
+    def after_batch(self):
+        if not self.training or self.said or hasattr(self.learn, 'lr_finder'): return
+        self.steps += 1
+        if self.steps == 1: self.start = time.perf_counter()  # (the first step pays for the warm-up)
+        if self.steps < self.after + 1: return
+        per_step, self.said = (time.perf_counter() - self.start) / self.after, True
+        seconds = per_step * self.epochs * (len(self.dls.train) + len(self.dls.valid) / 3)  # a validation step: a forward pass
+        took = f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'
+        print(f"note: about {took} for {self.epochs} epochs at {per_step:.2f} s a training step here", file=sys.stderr)
+
 # %% ../nbs/04_learner.ipynb #4cf16fd2
 def _is_frozen(learn): return any(not p.requires_grad for p in learn.model[0].parameters())
 
@@ -329,10 +339,6 @@ def training_phases(epochs=TrainingOptions.epochs, # epochs of the one-cycle sch
     return phases + [dict(size=s, epochs=n, frozen=False) for s, n in zip(sizes, shares)]
 
 # %% ../nbs/04_learner.ipynb #37d4c2b4
-def _set_frozen(learn, frozen):
-    "Freeze or unfreeze the body, only if it changes (fastai clears the optimizer state on either)"
-    if frozen != _is_frozen(learn): learn.freeze() if frozen else learn.unfreeze()
-
 def train_learner(learn,           # from `herbarium_learner`
           epochs=TrainingOptions.epochs, # epochs of the one-cycle schedule (after the frozen ones for a pretrained model)
           lr=None,         # maximum learning rate; None: `lr_find`'s suggestion
@@ -363,6 +369,7 @@ def train_learner(learn,           # from `herbarium_learner`
         offset += phases[i]['epochs']
     return _final_metrics(learn, lr)
 
+# %% ../nbs/04_learner.ipynb #6430814b
 def _output_folder(learn, out)->Path:
     "The run's folder (made by the main process), once `learn` has batches to train on"
     out = Path(learn.path if out is None else out).absolute()  # CSVLogger joins a relative name to learn.path
@@ -383,6 +390,11 @@ def _first_lr(learn, lr, out, lr_find_iters)->float:
     if not rank_distrib(): (out/'history.csv').unlink(missing_ok=True)
     return lr
 
+# %% ../nbs/04_learner.ipynb #690612a2
+def _set_frozen(learn, frozen):
+    "Freeze or unfreeze the body, only if it changes (fastai clears the optimizer state on either)"
+    if frozen != _is_frozen(learn): learn.freeze() if frozen else learn.unfreeze()
+
 def _every_fit_callbacks(learn, cbs, accumulate, epochs, estimate)->list:
     "The callbacks of every phase: the caller's, gradient accumulation, and on the CPU the run's estimate"
     every_fit = list(cbs or []) + ([GradientAccumulation(learn.dls.bs * accumulate)] if accumulate > 1 else [])
@@ -398,6 +410,7 @@ def _restore(learn, resume, phases, history)->tuple:
     learn.opt.load_state_dict({**resume['opt'], 'hypers': L(resume['opt']['hypers'])})
     return resume['lr'], resume['phase'], resume['phase_epoch'], resume['best']
 
+# %% ../nbs/04_learner.ipynb #69bcda88
 def _fit_phase(learn, phases, i, first, offset, lr, out, cbs, monitor, best, dls_for_size)->float|None:
     "Phase `i` from its epoch `first`: the data at its size, the body frozen or not, checkpoints on `monitor`; returns the best value"
     phase = phases[i]
@@ -415,6 +428,7 @@ def _fit_one_cycle(learn, phase, lr, pretrained, start_epoch, cbs):
     elif pretrained: learn.fit_one_cycle(phase['epochs'], slice(lr / 200, lr / 2), div=5., start_epoch=start_epoch, cbs=cbs)
     else: learn.fit_one_cycle(phase['epochs'], lr, start_epoch=start_epoch, cbs=cbs)
 
+# %% ../nbs/04_learner.ipynb #25df60b5
 def _final_metrics(learn, lr)->dict:
     "The validation loss and metrics after the last epoch (a resumed run with nothing left to fit: validated now)"
     names = ['valid_loss'] + [m.name for m in learn.metrics]

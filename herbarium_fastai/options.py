@@ -59,6 +59,7 @@ def _check(option:str, # the option's name
 # %% ../nbs/00a_options.ipynb #1748a18f
 DEFAULT_ARCH = 'resnet34'  # the timm architecture of a run that names none
 
+# %% ../nbs/00a_options.ipynb #c3818ad3
 @dataclass
 class TrainingOptions(Options):
     "Every option of a training run, with its default: what `config.json` records and `--resume` reads back"

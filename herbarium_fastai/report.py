@@ -45,6 +45,7 @@ def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g.
         if column in frame: scores.insert(1, column, scores.category_id.map(names[column]))
     return scores
 
+# %% ../nbs/08_report.ipynb #897d3a5a
 def family_scores(frame, # rows with `category_id`, `predicted` and `family`
                  )->pd.DataFrame:
     "Per family: validation images, accuracy, and macro F1 (the mean F1 of the family's species, F1 as in `species_scores`)"
@@ -56,6 +57,7 @@ def family_scores(frame, # rows with `category_id`, `predicted` and `family`
                               macro_f1=f1.reindex(by_family.index).to_numpy()))
             .sort_values(['macro_f1', 'images'], ascending=[True, False]).reset_index(drop=True))
 
+# %% ../nbs/08_report.ipynb #57e3dcae
 def confused_pairs(frame, # rows with `category_id`, `predicted` (and `species`, for names)
                    top=20, # pairs to keep
                   )->pd.DataFrame:
@@ -103,8 +105,20 @@ def _markdown_table(df):
     rows = [list(df.columns), ['---'] * len(df.columns)] + [[cell(v) for v in row] for row in df.itertuples(index=False)]
     return '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows)
 
+# %% ../nbs/08_report.ipynb #48f1ded5
 REPORT_FILES = ('loss.png', 'show_batch.png', 'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md')
 
+_FILES = ["| file | what |", "|---|---|", "| config.json | every option, the seed, library versions |",
+          "| history.csv, loss.png | loss and metrics per epoch |", "| lr_find.png | the learning-rate finder's curve |",
+          "| show_batch.png | a training batch as the model sees it |",
+          "| family_scores.csv | per family: validation images, accuracy, macro F1 (worst first) |",
+          "| worst_species.csv | the {top} species with the lowest F1 |",
+          "| confused_pairs.csv | the {top} most frequent (true, predicted) mistakes |",
+          "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |",
+          "| model.safetensors, model.json | the model, safe to share (loading runs no code) |",
+          "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]  # summary.md's list of the run's files
+
+# %% ../nbs/08_report.ipynb #1b18495b
 def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with the answer `thresholds`
                 precision=None, # the precision the thresholds were chosen for (the model description's `answer_precision`)
               )->list:
@@ -120,16 +134,7 @@ def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with th
             f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').fillna('')), "",
             f"Of the {taxonomy['wrong_species']} wrong species predictions: {mistakes or 'none'}.", ""]
 
-_FILES = ["| file | what |", "|---|---|", "| config.json | every option, the seed, library versions |",
-          "| history.csv, loss.png | loss and metrics per epoch |", "| lr_find.png | the learning-rate finder's curve |",
-          "| show_batch.png | a training batch as the model sees it |",
-          "| family_scores.csv | per family: validation images, accuracy, macro F1 (worst first) |",
-          "| worst_species.csv | the {top} species with the lowest F1 |",
-          "| confused_pairs.csv | the {top} most frequent (true, predicted) mistakes |",
-          "| checkpoints/ | last.pth (resume) and best.pth (best validation loss) |",
-          "| model.safetensors, model.json | the model, safe to share (loading runs no code) |",
-          "| model.pkl | the same model as fastai's pickle (your own machine only) |", ""]  # summary.md's list of the run's files
-
+# %% ../nbs/08_report.ipynb #ef19326c
 def write_report(learn, # a trained `Learner` from `herbarium_learner`
                  out,   # the run folder (holds `history.csv` from training)
                  top=20, # rows of the worst-species and confused-pairs tables

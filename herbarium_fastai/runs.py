@@ -152,6 +152,7 @@ def train_run_folder(data=None,    # dataset root holding train/ (else `options.
     given = {k: v for k, v in dict(data=data, out=out).items() if v is not None}
     return _train((options or TRAINING).replace(**given, **kwargs))
 
+# %% ../nbs/06_runs.ipynb #e73a07e5
 def _train(options:TrainingOptions, checkpoint=None)->dict:
     "The steps of a run with `options`, new, or resumed from `checkpoint`; returns metrics.json's content"
     from fastai.distributed import distrib_ctx  # noqa: F401 (patches Learner)
@@ -171,6 +172,7 @@ def _train(options:TrainingOptions, checkpoint=None)->dict:
                          seconds=round(time.time() - start, 1))
     return finish_run(learn, options.out, result, options.report) if process_index == 0 else result
 
+# %% ../nbs/06_runs.ipynb #f5a53276
 def _resolved(options:TrainingOptions)->TrainingOptions:
     "`options` as the run records them: the weights file (for a packaged name) and its architecture, absolute paths, the sizes"
     if options.data is None: raise HerbariumError("no dataset given: give a dataset folder (DATA), --demo, or --resume RUN")
@@ -178,6 +180,7 @@ def _resolved(options:TrainingOptions)->TrainingOptions:
     return options.replace(arch=arch or DEFAULT_ARCH, weights=None if weights is None else str(Path(weights).absolute()),
                            data=str(Path(options.data).absolute()), sizes=options.sizes or [options.size])
 
+# %% ../nbs/06_runs.ipynb #2ba2d490
 def _dataloaders_for(items, options:TrainingOptions):
     "`size -> DataLoaders` of the split `items` with the run's batch size, seed and normalisation (pinned memory on a GPU)"
     loader = dict(num_workers=options.workers) if options.workers is not None else {}
@@ -194,6 +197,7 @@ def _freeze_epochs(options, learn)->int:
     "The run's frozen epochs: as given, else 1 when the body starts pretrained"
     return default_freeze_epochs(learn) if options.freeze_epochs is None else options.freeze_epochs
 
+# %% ../nbs/06_runs.ipynb #3317a4c9
 def _run_result(learn, options:TrainingOptions, valid, **more)->dict:
     "What metrics.json records of a finished run (before the prior correction)"
     o, dls = options, learn.dls
@@ -230,6 +234,7 @@ def predict_submission(model=None,   # run folder, model.json, or model.pkl (els
     labels = Path(o.data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}
 
+# %% ../nbs/06_runs.ipynb #a280c885
 def _prediction_model(o:PredictionOptions):
     "The model to predict with: the safe files (or a trusted pickle), or model.onnx run by onnxruntime"
     if not o.onnx: return load_model(o.model, trust_pickle=o.trust_pickle)

@@ -58,6 +58,7 @@ def best_per_rank(probabilities:torch.Tensor, # (images, species) probabilities
         best[rank] = (index.cpu().numpy(), value.cpu().numpy())
     return best
 
+# %% ../nbs/03a_taxonomy.ipynb #56348e27
 def rank_predictions(probabilities:torch.Tensor, # (images, species) probabilities
                      classes:list,               # per output: `species` and the higher ranks (a model description's `classes`)
                      thresholds=None,            # per rank, the probability an answer there needs (`choose_rank_thresholds`)
@@ -108,6 +109,7 @@ def choose_rank_thresholds(best:dict,        # from `best_per_rank` on the valid
         thresholds[rank] = float(value[order][ok[-1]]) if len(ok) else 1.01
     return thresholds
 
+# %% ../nbs/03a_taxonomy.ipynb #ef54b357
 def true_ranks(targets, # each image's species, as an output index
                tree:dict, # from `taxonomy_tree`
               )->dict:
@@ -162,6 +164,7 @@ class RankHeads(nn.Module):
 
     def rank_targets(self, targets): return {r: getattr(self, f'{r}_index')[targets] for r in self.ranks}
 
+# %% ../nbs/03a_taxonomy.ipynb #57a6910c
 def add_rank_heads(model:nn.Module, # fastai's `nn.Sequential(body, head)` from `vision_learner`
                    tree:dict,       # from `taxonomy_tree`
                   )->nn.Module:
@@ -172,6 +175,7 @@ def add_rank_heads(model:nn.Module, # fastai's `nn.Sequential(body, head)` from 
     model[1] = RankHeads(head, tree, features)
     return model
 
+# %% ../nbs/03a_taxonomy.ipynb #9e5d5d03
 def rank_heads_of(model)->RankHeads|None:
     "The `RankHeads` of a model (also under DDP), or None"
     model = getattr(model, 'module', model)
