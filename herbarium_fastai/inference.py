@@ -66,7 +66,7 @@ def _batch_logits(model, xb, tta=False):
 
 # %% ../nbs/05_inference.ipynb #9f8a941d
 def _log_prior(learn):
-    "log of each class's share of the training images, from the learner's config"
+    "log of each class's share of the training images, from the learner's model description"
     counts = model_description(learn).class_counts
     if not counts: raise HerbariumError("this model has no training class counts, so no prior correction")
     counts = torch.tensor(counts, dtype=torch.float32).clamp(min=1)

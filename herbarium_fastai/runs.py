@@ -61,7 +61,7 @@ def versions()->dict:
                 python=sys.version.split()[0])
 
 def model_sha256(model)->str:
-    "A fingerprint of `model`'s weights: equal for identical weights (e.g. on every rank of a distributed run)"
+    "A fingerprint of `model`'s weights: equal for identical weights (e.g. in every process of a distributed run)"
     digest = hashlib.sha256()
     for key, value in get_model(model).state_dict().items():
         digest.update(key.encode()); digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
