@@ -4,13 +4,11 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'resolve_weights',
-           'RunCheckpoint', 'RunHistory', 'distributed', 'broadcast_from_main_process', 'single_process',
-           'find_learning_rate', 'RunEstimate', 'default_freeze_epochs', 'training_phases', 'train_learner',
-           'load_checkpoint', 'export_learner']
+           'RunCheckpoint', 'RunHistory', 'find_learning_rate', 'RunEstimate', 'default_freeze_epochs',
+           'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
-import dataclasses, importlib, os, sys, time
-from contextlib import contextmanager
+import dataclasses, importlib, sys, time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,15 +16,14 @@ import numpy as np
 import timm
 import torch
 from fastai.callback.channelslast import ChannelsLast
-from fastai.callback.progress import CSVLogger, ProgressCallback
+from fastai.callback.progress import CSVLogger
 from fastai.callback.schedule import fit_one_cycle, lr_find, minimum, valley  # noqa: F401 (fit_one_cycle, lr_find patch Learner)
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.training import GradientAccumulation
-from fastai.distributed import DistributedDL, DistributedTrainer, distrib_ctx  # noqa: F401 (distrib_ctx patches Learner)
 from fastai.learner import Learner
 from fastai.metrics import F1Score, accuracy
-from fastai.torch_core import get_model, num_distrib, rank_distrib
+from fastai.torch_core import get_model, rank_distrib
 from fastai.vision.learner import vision_learner
 from fastcore.basics import store_attr
 from fastcore.foundation import L
@@ -231,52 +228,6 @@ def _keep_history(fname, # a `history.csv`
     if not fname.exists(): return
     lines = fname.read_text().splitlines(keepends=True)
     write_atomically(fname, ''.join(lines[:1 + epochs]))
-
-# %% ../nbs/04_learner.ipynb #2b9e5fda
-@contextmanager
-def distributed(learn, # the `Learner` to train in every process of `accelerate launch` (or torchrun)
-               ):
-    "fastai's `distrib_ctx` (DistributedDataParallel through Accelerate) when launched in several processes; else nothing"
-    if num_distrib() <= 1: yield learn; return
-    # BatchNorm stays BatchNorm (sync_bn=False): SyncBatchNorm needs CUDA, and the exported model must run anywhere
-    if torch.cuda.is_available():
-        with learn.distrib_ctx(sync_bn=False): yield learn
-        return
-    learn.add_cb(_CPUDistributedTrainer(sync_bn=False, cpu=True))  # Accelerate only picks gloo on CPUs when told cpu=True
-    if rank_distrib(): learn.remove_cb(ProgressCallback)
-    try: yield learn
-    finally: learn.detach_distributed()
-
-# %% ../nbs/04_learner.ipynb #00ae5906
-class _GlooDistributedDL(DistributedDL):
-    "fastai's `DistributedDL`, broadcasting the shuffled order through a CPU tensor"
-    # fastai's version moves it to CUDA for NCCL; gloo, the backend on CPUs, broadcasts CPU tensors
-    def _broadcast(self, t, src):
-        t = torch.LongTensor(t)
-        torch.distributed.broadcast(t, src)
-        return t.tolist()
-
-class _CPUDistributedTrainer(DistributedTrainer):
-    "fastai's `DistributedTrainer` for processes on CPUs (gloo)"
-    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _GlooDistributedDL(dl, device=self.learn.model.device)
-
-# %% ../nbs/04_learner.ipynb #758c5668
-def broadcast_from_main_process(value):
-    "`value` as the main process (process index 0) has it, in every process of a distributed run"
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-# %% ../nbs/04_learner.ipynb #bc554388
-@contextmanager
-def single_process():
-    "Within it fastai sees one process (for the main process alone, before the process group starts: e.g. its `lr_find`)"
-    # fastai reads WORLD_SIZE to decide whether to gather across processes; there is no process group yet to gather with
-    saved = os.environ.pop('WORLD_SIZE', None)
-    try: yield
-    finally:
-        if saved is not None: os.environ['WORLD_SIZE'] = saved
 
 # %% ../nbs/04_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)

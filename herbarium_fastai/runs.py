@@ -22,9 +22,9 @@ from .data import (check_images, dataloaders_from_items, fit_batch_size, save_sp
 from .inference import (check_submission, choose_prior_strength, load_model, model_description, predict_metadata,
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
-from .learner import (broadcast_from_main_process, default_freeze_epochs, distributed, export_learner,
-                                      find_learning_rate, herbarium_learner, load_checkpoint, resolve_weights, single_process,
-                                      train_learner)
+from .distributed import broadcast_from_main_process, distributed, single_process
+from .learner import (default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
+                                      resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
 from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions,
                                       training_options_from_config)
