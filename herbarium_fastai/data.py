@@ -27,6 +27,7 @@ from fastprogress.fastprogress import progress_bar
 from PIL import Image
 
 from fastai.torch_core import num_distrib, rank_distrib
+from fastcore.basics import patch
 
 from . import __version__
 from .core import (HerbariumError, MetadataError, is_temporary, one_line_message, process_map, write_atomically,
@@ -207,16 +208,18 @@ class ModelDescription:
         if missing: raise HerbariumError(f"{source}: incomplete model description (no {', '.join(missing)})")
         return cls(**values)
 
-    def save(self, fname)->Path:
-        "Write as JSON to `fname`, atomically"
-        return write_json(fname, self.to_dict(), indent=1)
+# %% ../nbs/03_data.ipynb #5994ab04
+@patch
+def save(self:ModelDescription, fname)->Path:
+    "Write as JSON to `fname`, atomically"
+    return write_json(fname, self.to_dict(), indent=1)
 
-    @classmethod
-    def load(cls, fname):
-        "Read a description written by `save` (or by an older kit) from `fname`"
-        try: return cls.from_dict(json.loads(Path(fname).read_text()), fname)
-        except (ValueError, UnicodeDecodeError) as e: raise HerbariumError(f"{fname}: not JSON ({e})") from e
-        except OSError as e: raise HerbariumError(f"{fname}: cannot read it ({e.strerror})") from e
+@patch(cls_method=True)
+def load(cls:ModelDescription, fname):
+    "Read a description written by `save` (or by an older kit) from `fname`"
+    try: return cls.from_dict(json.loads(Path(fname).read_text()), fname)
+    except (ValueError, UnicodeDecodeError) as e: raise HerbariumError(f"{fname}: not JSON ({e})") from e
+    except OSError as e: raise HerbariumError(f"{fname}: cannot read it ({e.strerror})") from e
 
 # %% ../nbs/03_data.ipynb #6f9f401d
 def describe_dataloaders(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)

@@ -10,6 +10,7 @@ __all__ = ['DEFAULT_ARCH', 'TRAINING', 'DEMO_FINE_TUNING', 'DEMO_FROM_SCRATCH', 
 import dataclasses, typing
 from dataclasses import dataclass, field, fields
 
+from fastcore.basics import patch
 from fastcore.docments import docments
 
 from .core import HerbariumError
@@ -102,11 +103,13 @@ class TrainingOptions(Options):
         _check('lr', self.lr is None or self.lr > 0, 'a learning rate above 0', self.lr)
         _check('rank_loss_weight', self.rank_loss_weight >= 0, '0 or more', self.rank_loss_weight)
 
-    def subset(self)->dict:
-        "The arguments of `data.subset_metadata` this run asks for (empty: every species, every image)"
-        chosen = dict(species=self.species, families=self.families, orders=self.orders, image_share=self.image_share,
-                      min_per_species=self.min_per_species, max_per_species=self.max_per_species)
-        return {k: v for k, v in chosen.items() if v is not None and not (k == 'image_share' and v == 1)}
+# %% ../nbs/00a_options.ipynb #31d0d353
+@patch
+def subset(self:TrainingOptions)->dict:
+    "The arguments of `data.subset_metadata` this run asks for (empty: every species, every image)"
+    chosen = dict(species=self.species, families=self.families, orders=self.orders, image_share=self.image_share,
+                  min_per_species=self.min_per_species, max_per_species=self.max_per_species)
+    return {k: v for k, v in chosen.items() if v is not None and not (k == 'image_share' and v == 1)}
 
 # %% ../nbs/00a_options.ipynb #f0627952
 def training_options_from_config(options:dict, # the `options` of a run's config.json, of any kit version
