@@ -188,7 +188,7 @@ def learner_from_description(description, # a `ModelDescription` (as in model.js
                             )->Learner:
     "An untrained `Learner` with the architecture, transforms and vocab of a model description"
     d, vocab = description, description.category_ids
-    block = herbarium_datablock(size=d.size, presize=d.presize, arch=d.arch, augment=d.augment, stats=d.stats, vocab=vocab)
+    block = herbarium_datablock(size=d.size, presize=d.presize, arch=d.arch, augment=d.augment, stats=d.stats, vocab=vocab, decode=d.decode)
     # one blank in-memory image as the only item: the DataLoaders are used for their transforms (`test_dl`), as after `load_learner`
     blank = Image.new('RGB', (d.size, d.size))
     placeholder = pd.DataFrame(dict(path=[blank], category_id=[vocab[0]], is_valid=[False]))
