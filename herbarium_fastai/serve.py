@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message, resolve_run_file
+from .images import draft_reduced, squish
 from .inference import load_safe_model, model_description
 from .options import ServeOptions
 from .taxonomy import RANKS, rank_predictions
@@ -48,8 +49,9 @@ def _open_image(data:bytes)->Image.Image:
 
 def decode_image(data:bytes, # the uploaded file's content
                  name:str,   # its file name, for the error messages
+                 side:int|None=None, # a JPEG is decoded at the reduced scale that covers `side`×`side`; None: whole
                 )->Image.Image:
-    "The RGB image in `data`, fully decoded; an `UploadError` naming `name` where it is not a whole JPEG, PNG or TIFF"
+    "The RGB image in `data`, decoded (its own size in `info['original_size']`); an `UploadError` naming `name` where it is not a whole JPEG, PNG or TIFF"
     try:
         image = _open_image(data)
         if image.format not in IMAGE_FORMATS:
@@ -57,6 +59,8 @@ def decode_image(data:bytes, # the uploaded file's content
         if image.width * image.height > Image.MAX_IMAGE_PIXELS:
             raise UploadError(f"{name}: {image.width}×{image.height} pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,} "
                               "(a decompression bomb?)", 413, name)
+        image.info['original_size'] = image.size
+        if side: draft_reduced(image, side)
         image.load()
         return image.convert('RGB')
     except Image.DecompressionBombError as e: raise UploadError(f"{name}: {one_line_message(e)}", 413, name) from None
@@ -92,10 +96,13 @@ class ImageClassifier:
         self.network = load_onnx_model(run, threads).model if onnx else self.learn.model  # the learner's transforms serve both
         self.runtime = 'onnxruntime' if onnx else 'pytorch'
         d = self.description = model_description(self.learn)
-        self.item_size = d.presize if d.augment else d.size  # what the item transform (`Resize`, squish) makes of an image
+        self.reduced = d.decode == 'reduced'  # (`images.ReducedImage`; else whole images and fastai's `Resize`, as up to 0.3)
+        self.item_size = d.size if self.reduced or not d.augment else d.presize  # what the item transform makes of an image
+        self.decode_side = d.size if self.reduced else None  # the side `decode_image` decodes JPEG uploads for
 
     def prepare(self, image:Image.Image)->Image.Image:
         "`image` squished to the item transform's size, as it does it: what the model sees of it"
+        if self.reduced: return Image.fromarray(squish(image, self.item_size).permute(1, 2, 0).numpy())
         return image.resize((self.item_size, self.item_size), Image.BILINEAR)
 
     def batch(self, images:list)->torch.Tensor:
@@ -274,8 +281,9 @@ def _preview_url(image:Image.Image)->str:
 
 def _read_upload(classifier:ImageClassifier, data:bytes, name:str, preview:bool)->tuple:
     "On a decoding thread: (what the answer says of the file, the image as the model will see it)"
-    image = decode_image(data, name)
-    info = dict(file=name, width=image.width, height=image.height, **({'preview': _preview_url(image)} if preview else {}))
+    image = decode_image(data, name, classifier.decode_side)
+    width, height = image.info['original_size']
+    info = dict(file=name, width=width, height=height, **({'preview': _preview_url(image)} if preview else {}))
     return info, classifier.prepare(image)
 
 async def _read_uploads(state, uploads:list, preview:bool)->list:
