@@ -20,6 +20,12 @@ Printed: test macro F1 mean ± sd over the seeds, and the mean wall time of a ru
 Ablations (`--recipes kit_plain_lr,kit_plain_aug,kit_random_split`): the kit with one choice replaced by plain
 fastai's: its learning rate (lr_find's valley over 100 steps), its augmentation (`aug_transforms()`), a random split.
 They found why the 0.2 default lost on digits (bench/RESULTS.md).
+
+Image opening (issue 19; `--recipes kit,kit_full_decode,lite0,lite0_full_decode`): the kit's default since 0.4 opens
+JPEGs at reduced scale and validates at the model's size (`decode='reduced'`); `*_full_decode` trains and predicts
+with 0.3's pipeline (`decode='full'`: whole images squished to the presize). `--sheet-px 512` draws the synthetic
+sheets at 341 x 512 px, so that reduced decoding is used (at 64 px: 1/2 scale in training, 1/4 at test time); at
+the default 96 px the sheets are smaller than the presize and no JPEG is reduced.
 """
 import argparse, json, statistics, sys, tempfile, time, warnings
 from pathlib import Path
@@ -35,11 +41,12 @@ def parse():
     p.add_argument('--seeds', type=int, default=3); p.add_argument('--epochs', type=int, default=8)
     p.add_argument('--size', type=int, default=64); p.add_argument('--bs', type=int, default=32)
     p.add_argument('--recipes', default='plain,kit,lite0'); p.add_argument('--out', default=None, help='JSON of every run')
+    p.add_argument('--sheet-px', type=int, default=96, help='long side of the synthetic sheets')
     return p.parse_args()
 
-def synthetic_data(dest):
+def synthetic_data(dest, sheet_px=96):
     from herbarium_fastai.synth import make_synthetic_dataset
-    make_synthetic_dataset(dest, species=40, seed=7, size=96, min_per_species=3, max_per_species=24, test_per_species=4, workers=2)
+    make_synthetic_dataset(dest, species=40, seed=7, size=sheet_px, min_per_species=3, max_per_species=24, test_per_species=4, workers=2)
     return dest
 
 def digits_data(dest):
@@ -117,18 +124,30 @@ def with_random_split(*args):
     try: return kit(*args)
     finally: D.long_tail_split = R.long_tail_split = original
 
+def with_full_decode(*args, weights=None):
+    "The kit with 0.3's image pipeline: every image decoded whole and squished to the presize (`decode='full'`)"
+    import functools
+    import herbarium_fastai.runs as R
+    original = R.dataloaders_from_items
+    R.dataloaders_from_items = functools.partial(original, decode='full')  # recorded in model.json: predicted the same way
+    try: return kit(*args, weights=weights)
+    finally: R.dataloaders_from_items = original
+
 RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
                lite0=('kit lite0', lambda *a: kit(*a, weights='efficientnet-lite0')),
                # ablations: the kit with one of its choices replaced by plain fastai's
                kit_plain_lr=('kit, plain lr', with_plain_lr), kit_plain_aug=('kit, plain aug', with_plain_augmentation),
-               kit_random_split=('kit, rnd split', with_random_split))
+               kit_random_split=('kit, rnd split', with_random_split),
+               # 0.3's image pipeline (decode='full') against the default (issue 19)
+               kit_full_decode=('kit, 0.3 decode', with_full_decode),
+               lite0_full_decode=('lite0, 0.3 dec.', lambda *a: with_full_decode(*a, weights='efficientnet-lite0')))
 
 def main():
     args = parse()
     root = Path(tempfile.mkdtemp(prefix='herbarium-quality-'))
     rows = []
     for name in args.data.split(','):
-        data = (synthetic_data if name == 'synthetic' else digits_data)(root/name)
+        data = synthetic_data(root/name, args.sheet_px) if name == 'synthetic' else digits_data(root/name)
         labels = pd.read_csv(data/'test_labels.csv').set_index('Id').category_id
         for seed in range(args.seeds):
             for key in args.recipes.split(','):
@@ -141,12 +160,13 @@ def main():
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     print(f'\nTest macro F1, {args.seeds} seeds, {args.epochs} epochs at {args.size} px, batch {args.bs}, CPU')
-    print(f"{'data':<10} {'recipe':<14} {'macro F1 mean ± sd':>20} {'s a run':>9} {'vs plain fastai':>16}")
+    base = 'plain fastai' if 'plain fastai' in set(table.recipe) else table.recipe.iloc[0]  # what the others are compared with
+    print(f"{'data':<10} {'recipe':<14} {'macro F1 mean ± sd':>20} {'s a run':>9} {'vs ' + base:>16}   per seed")
     for (name, title), group in table.groupby(['data', 'recipe'], sort=False):
-        plain = table[(table.data == name) & (table.recipe == 'plain fastai')].macro_f1.mean()
+        reference = table[(table.data == name) & (table.recipe == base)].macro_f1.mean()
         sd = statistics.stdev(group.macro_f1) if len(group) > 1 else 0.
         print(f'{name:<10} {title:<14} {group.macro_f1.mean():>12.3f} ± {sd:.3f} {group.seconds.mean():>9.0f} '
-              f'{group.macro_f1.mean() - plain:>+16.3f}')
+              f'{group.macro_f1.mean() - reference:>+16.3f}   {" ".join(f"{v:.3f}" for v in group.macro_f1)}')
     if args.out: Path(args.out).write_text(table.to_json(orient='records', indent=1))
 
 if __name__ == '__main__': main()
