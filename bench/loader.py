@@ -15,7 +15,7 @@ and against the kit's 0.3 pipeline, for training and for herbarium-predict; and 
    - kit now, reading the `herbarium-resize` copy instead of the originals.
 3. Prediction loaders (`test_dl` of the validation transforms at 224 px, as `herbarium-predict` uses them): kit 0.3
    (whole image, squished to the 336-px presize: 0.3 validated at the presize) against the kit now (reduced decode,
-   squished to 224).
+   squished to the presize as in training).
 4. Each loader runs one pass over the images per round, all loaders in turn, `--rounds` rounds; the best pass counts.
    Main table: in this process (`num_workers=0`) with one torch thread, as in a DataLoader worker: the work of one
    core, measured as CPU time (`time.process_time`), so that other jobs on a shared machine change it little. Second
@@ -85,7 +85,7 @@ def loaders(items, copy_items, workers):
     return {'train: plain fastai (Resize(336))': plain.train, 'train: kit 0.3 (full decode, Resize squish)': old.train,
             'train: kit now (reduced decode)': now.train, 'train: kit now, no slack (slack=0)': strict.train,
             'train: kit now, herbarium-resize copy': copy.train,
-            'predict: kit 0.3 (full decode, 336 presize)': old.test_dl(test, **kw), 'predict: kit now (reduced, 224)': now.test_dl(test, **kw)}
+            'predict: kit 0.3 (full decode, 336 presize)': old.test_dl(test, **kw), 'predict: kit now (reduced, 336 presize)': now.test_dl(test, **kw)}
 
 def _children_seconds():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -162,6 +162,10 @@ def step_times(paths, repeat=3):
     batches = [tensors[i:i + BS] for i in range(0, len(tensors) - BS + 1, BS)]
     collate = lambda b: fa_collate([(x, torch.tensor(0)) for x in b])
     rows.append(('collate: fa_collate of 64 (3 x 336 x 336)', ms(collate, batches) / BS))
+    def shared(b):  # what torch's default_collate does in a worker: the batch written into new shared memory, for the hand-off
+        out = b[0].new(b[0]._typed_storage()._new_shared(sum(x.numel() for x in b))).resize_(len(b), *b[0].shape)
+        return torch.stack(b, 0, out=out)
+    rows.append(('collate in a worker: into new shared memory', ms(shared, [[x.as_subclass(torch.Tensor) for x in b] for b in batches]) / BS))
     return rows
 
 def main():

@@ -22,9 +22,9 @@ fastai's: its learning rate (lr_find's valley over 100 steps), its augmentation 
 They found why the 0.2 default lost on digits (bench/RESULTS.md).
 
 Image opening (issue 19; `--recipes kit,kit_full_decode,lite0,lite0_full_decode`): the kit's default since 0.4 opens
-JPEGs at reduced scale and validates at the model's size (`decode='reduced'`); `*_full_decode` trains and predicts
+JPEGs at reduced scale (`decode='reduced'`); `*_full_decode` trains and predicts
 with 0.3's pipeline (`decode='full'`: whole images squished to the presize). `--sheet-px 512` draws the synthetic
-sheets at 341 x 512 px, so that reduced decoding is used (at 64 px: 1/2 scale in training, 1/4 at test time); at
+sheets at 341 x 512 px, so that reduced decoding is used (at 64 px: 1/2 scale for the 96-px presize); at
 the default 96 px the sheets are smaller than the presize and no JPEG is reduced.
 """
 import argparse, json, statistics, sys, tempfile, time, warnings

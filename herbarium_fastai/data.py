@@ -146,15 +146,15 @@ def herbarium_datablock(size=TrainingOptions.size, # final image size fed to the
                         augment=True,      # flip, rotate, zoom and lighting augmentation in training
                         stats=None,        # `(mean, std)` for normalisation; default the architecture's
                         vocab=None,        # the category ids to classify; default those in the data
-                        decode='reduced',  # 'reduced': JPEGs at reduced scale, items at `size` but in training; 'full': as up to 0.3
+                        decode='reduced',  # 'reduced': JPEGs at reduced scale (`images.ReducedImage`); 'full': whole, as up to 0.3
                        )->DataBlock:
     "A `DataBlock` reading a metadata DataFrame with `path`, `category_id` and `is_valid` columns"
     if decode not in DECODINGS: raise HerbariumError(f"decode {decode!r}: give one of {', '.join(DECODINGS)}")
     presize = presize or int(size * 1.5)
     tfms = aug_transforms(size=size) if augment else []  # fastai's defaults: measured better than 75% crops (bench/RESULTS.md)
-    train_side = presize if augment else size
-    opening, resize = ((open_image, Resize(train_side, method=ResizeMethod.Squish)) if decode == 'full'
-                       else (ReducedImage(size, train_side), None))  # (it squishes as it opens)
+    side = presize if augment else size
+    opening, resize = ((open_image, Resize(side, method=ResizeMethod.Squish)) if decode == 'full'
+                       else (ReducedImage(side), None))  # (it squishes as it opens)
     return DataBlock(blocks=(TransformBlock(type_tfms=opening, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab)),
                      get_x=image_source, get_y=ColReader('category_id'),
                      splitter=ColSplitter('is_valid'), item_tfms=resize,

@@ -65,15 +65,12 @@ def squish(image:Image.Image, # an RGB image
 
 # %% ../nbs/02b_images.ipynb #b70cecc3
 class ReducedImage(DisplayedTransform):
-    "Type transform: an image file or PIL image, opened with `open_reduced` and `squish`ed to `train_side` in training, else to `side`"
+    "Type transform: an image file or PIL image, opened with `open_reduced` and `squish`ed to `side`"
     def __init__(self,
-                 side:int,          # the model's image size: validation, prediction
-                 train_side:int=None, # the training items' size (the presize); default `side`
-                 slack:float=SLACK, # share of the side a reduced decode may fall short by
+                 side:int,          # the items' size: the presize (or the model's size without augmentation)
+                 slack:float=SLACK, # share of `side` a reduced decode may fall short by
                 ):
-        store_attr(); self.train_side = train_side or side
+        store_attr()
         super().__init__()
 
-    def __call__(self, item, split_idx=None, **kwargs):
-        side = self.train_side if split_idx == 0 else self.side  # (fastai passes its split to each transform)
-        return squish(open_reduced(item, side, self.slack), side)
+    def encodes(self, item): return squish(open_reduced(item, self.side, self.slack), self.side)

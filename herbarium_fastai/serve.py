@@ -97,8 +97,8 @@ class ImageClassifier:
         self.runtime = 'onnxruntime' if onnx else 'pytorch'
         d = self.description = model_description(self.learn)
         self.reduced = d.decode == 'reduced'  # (`images.ReducedImage`; else whole images and fastai's `Resize`, as up to 0.3)
-        self.item_size = d.size if self.reduced or not d.augment else d.presize  # what the item transform makes of an image
-        self.decode_side = d.size if self.reduced else None  # the side `decode_image` decodes JPEG uploads for
+        self.item_size = d.presize if d.augment else d.size  # what the item transform makes of an image
+        self.decode_side = self.item_size if self.reduced else None  # the side `decode_image` decodes JPEG uploads for
 
     def prepare(self, image:Image.Image)->Image.Image:
         "`image` squished to the item transform's size, as it does it: what the model sees of it"
