@@ -7,7 +7,7 @@ __all__ = ['SERVER_PACKAGES', 'command_parser', 'command', 'synth_command', 'tra
            'check_command', 'resize_command', 'serve_command']
 
 # %% ../nbs/07_cli.ipynb #7671c29a
-import argparse, json, os, re, sys, typing, warnings
+import argparse, json, os, re, sys, time, typing, warnings
 from contextlib import contextmanager
 from dataclasses import fields
 
@@ -126,11 +126,12 @@ def train_command(given:dict,      # the options given on the command line: fiel
                  ):
     "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
+    started = time.time()  # (a --time-budget counts from here, before torch is imported)
     from herbarium_fastai.runs import demo_dataset, resume_run_folder, train_run_folder
-    if resume is not None: return _print_training(resume_run_folder(resume))
+    if resume is not None: return _print_training(resume_run_folder(resume, given.get('time_budget'), started))
     if demo: given = dict(given, data=str(demo_dataset()))
     if given.get('data') is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
-    _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)).replace(**given)))
+    _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)), started=started, **given))
 
 def _print_training(result:dict):
     "Print what a training run ended with: every process's under a launcher, then where the model is and how to use it"

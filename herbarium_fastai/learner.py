@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'resolve_weights',
-           'RunCheckpoint', 'RunHistory', 'find_learning_rate', 'RunEstimate', 'default_freeze_epochs',
-           'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
+           'RunCheckpoint', 'RunHistory', 'tensorboard_callback', 'find_learning_rate', 'RunEstimate',
+           'default_freeze_epochs', 'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
 import dataclasses, importlib, sys, time
@@ -229,6 +229,25 @@ def _keep_history(fname, # a `history.csv`
     lines = fname.read_text().splitlines(keepends=True)
     write_atomically(fname, ''.join(lines[:1 + epochs]))
 
+# %% ../nbs/04_learner.ipynb #d9fc6af6
+def tensorboard_callback(log_dir,      # the folder of the event files (`RUN/tensorboard`)
+                         start_step=0, # the first step's number (a resumed run's steps go on from its checkpoint's)
+                        ):
+    "fastai's `TensorBoardCallback` (no graph, no prediction images) with the steps numbered through a run of several fits"
+    from fastai.callback.tensorboard import TensorBoardCallback  # imports tensorboard: the `tensorboard` extra
+    class RunTensorBoard(TensorBoardCallback):
+        def after_batch(self):
+            if not self.training: return
+            self.step += 1
+            self.writer.add_scalar('train_loss', self.smooth_loss, self.step)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items(): self.writer.add_scalar(f'{k}_{i}', v, self.step)
+        def after_epoch(self):
+            for name, value in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(name, value, self.step)
+    callback = RunTensorBoard(log_dir=str(log_dir), trace_model=False, log_preds=False)
+    callback.step = start_step
+    return callback
+
 # %% ../nbs/04_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
                        plot=None,   # where to save the plot (PNG); None: no plot
@@ -318,7 +337,8 @@ def train_learner(learn,           # from `herbarium_learner`
         if first < phases[i]['epochs']:
             best = _fit_phase(learn, phases, i, first, offset, lr, out, every_fit, checkpoints and monitor, best, dls_for_size)
         offset += phases[i]['epochs']
-    return _final_metrics(learn, lr)
+        if any(getattr(cb, 'ended', False) for cb in every_fit): break  # a callback ended the run early (`budget.TimeBudget`)
+    return _final_metrics(learn, lr, validate=any(getattr(cb, 'ended', False) for cb in every_fit))
 
 # %% ../nbs/04_learner.ipynb #6430814b
 def _output_folder(learn, out)->Path:
@@ -380,11 +400,11 @@ def _fit_one_cycle(learn, phase, lr, pretrained, start_epoch, cbs):
     else: learn.fit_one_cycle(phase['epochs'], lr, start_epoch=start_epoch, cbs=cbs)
 
 # %% ../nbs/04_learner.ipynb #25df60b5
-def _final_metrics(learn, lr)->dict:
-    "The validation loss and metrics after the last epoch (a resumed run with nothing left to fit: validated now)"
+def _final_metrics(learn, lr, validate=False)->dict:
+    "The validation loss and metrics after the last epoch (validated now when nothing was fit here, or an epoch was cut short)"
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     logged = vars(learn.recorder).get('values')  # (set by fastai's before_fit: absent when nothing was fit here)
-    values = logged[-1][1:] if logged and len(logged[-1]) > 1 else learn.validate()
+    values = logged[-1][1:] if logged and len(logged[-1]) > 1 and not validate else learn.validate()
     return dict(zip(names, map(float, values)), lr=float(lr))
 
 # %% ../nbs/04_learner.ipynb #3d0c741b
