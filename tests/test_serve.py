@@ -290,8 +290,8 @@ def serving(run, *options):
 
 @pytest.fixture(scope='module')
 def server(run):
-    "The tiny run served by the command"
-    with serving(run) as served: yield served
+    "The tiny run served by the command (a bound of 32 pending requests: the load test's 16 clients fit, whatever the machine's memory)"
+    with serving(run, '--max-pending', 32) as served: yield served
 
 def test_command_serves_on_loopback(server):
     url, process = server
