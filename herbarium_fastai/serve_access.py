@@ -146,7 +146,8 @@ class PendingLimit:
         if scope['type'] != 'http' or scope['path'] not in self.paths: return await self.app(scope, receive, send)
         if pending.now >= pending.limit:
             pending.refused += 1
-            busy = f"busy: {pending.limit} requests are being read, decoded or queued (--max-pending); try again in {self.retry_after} s"
+            held = f"{pending.limit} request{'s are' if pending.limit > 1 else ' is'}"
+            busy = f"busy: {held} being read, decoded or queued (--max-pending); try again in {self.retry_after} s"
             return await refusal(busy, 503, {'Retry-After': str(self.retry_after)})(scope, receive, send)
         pending.now += 1
         try: await self.app(scope, receive, send)

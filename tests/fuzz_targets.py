@@ -28,6 +28,7 @@ def fuzz_api(app,                # a FastAPI app of `serve.create_app`
              cases:int=50,       # examples per operation (an operation without parameters has one)
              with_token=True,    # send the token with each request; False: not it (none, or what schemathesis makes up), and every route but /health must be a 401
              seed:int=0,         # hypothesis' seed: the same cases every run
+             progress=None,      # called with the counts after each case (a long run's report)
             )->dict:
     "Fuzz every operation of `app`'s OpenAPI schema with schemathesis: counts of cases and statuses, and the problems found"
     import schemathesis
@@ -46,6 +47,7 @@ def fuzz_api(app,                # a FastAPI app of `serve.create_app`
                 counts['tracebacks'] += 1; problems.append(f'{operation.path}: Traceback: {type(e).__name__}: {str(e)[:200]}'); return
             counts[f'{operation.path} {response.status_code}'] += 1
             if (problem := _api_problem(response, not with_token, operation.path)): problems.append(problem)
+            if progress: progress(counts)
         from hypothesis import seed as hypothesis_seed
         hypothesis_seed(seed)(one)()
     counts['5xx'] = sum(v for k, v in counts.items() if re.search(r' 5\d\d$', k))
@@ -123,6 +125,7 @@ def mutated_document(draw):
 
 def fuzz_metadata(cases:int=200, # documents tried
                   seed:int=0,    # hypothesis' seed: the same documents every run
+                  progress=None, # called with the counts after each case (a long run's report)
                  )->dict:
     "`load_metadata` on mutated documents: only `MetadataError`/`HerbariumError` (one line, naming the file), nothing cached for a refused file"
     from herbarium_fastai.metadata import load_metadata
@@ -147,6 +150,7 @@ def fuzz_metadata(cases:int=200, # documents tried
         left = [p for p in folder.rglob('*') if is_temporary(p.name)]
         if left: counts['files left'] += len(left); problems.append(f'{kind}: temporary files left: {left[:3]}')
         shutil.rmtree(folder)
+        if progress: progress(counts)
     from hypothesis import seed as hypothesis_seed
     try: hypothesis_seed(seed)(one)()
     finally: shutil.rmtree(scratch, ignore_errors=True)

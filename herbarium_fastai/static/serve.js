@@ -81,7 +81,7 @@ async function identify(files) {
     setStatus(`Identifying ${start + chunk.length} of ${files.length}…`);
     let answer;
     try {
-      const response = await identify(form);
+      const response = await postImages(form);
       answer = await response.json();
       if (!response.ok) { setStatus(answer.error || `error ${response.status}`, true); return; }
     } catch (e) { setStatus("The server did not answer: " + e, true); return; }
@@ -92,7 +92,7 @@ async function identify(files) {
 }
 
 // POST the form to identify; while the server says it is busy (503), wait as its Retry-After says and send it again
-async function identify(form) {
+async function postImages(form) {
   for (let attempt = 1; ; attempt++) {
     const response = await fetch(`identify?k=${state.k}&heatmap=true&preview=true`, { method: "POST", body: form });
     if (response.status !== 503 || attempt === 10) return response;
