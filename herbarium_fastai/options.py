@@ -195,9 +195,18 @@ class ServeOptions(Options):
     max_batch:int=32        # images in one forward pass at most
     batch_wait_ms:float=5   # how long a batch waits after its first image for others, in ms
     threads:int|None=None   # threads of the forward pass and of decoding (default: the cores, shared out among --workers)
+    token:str|None=field(default=None, repr=False) # the token clients must give (default: $HERBARIUM_SERVE_TOKEN; beyond loopback without either, one is made and printed in the URL)
+    auth:bool=True          # require a token when --host is not loopback (--no-auth: serve without a token, to anyone who can reach the port)
+    cors_origin:str|None=None # the one web origin (e.g. https://example.org) whose pages may call the API; default none (no CORS headers)
+    max_pending:int|None=None # requests being read, decoded or queued at once, per worker; past it 503 with Retry-After (default: as many of the largest, --max-files × --max-upload-mb, as half the memory holds)
 
     def __post_init__(self):
         if self.run is not None: self.run = str(self.run)
         for name in ('workers', 'max_files', 'max_batch'): _check(name, getattr(self, name) >= 1, '1 or more', getattr(self, name))
         _check('max_upload_mb', self.max_upload_mb > 0, 'a size above 0', self.max_upload_mb)
         _check('batch_wait_ms', self.batch_wait_ms >= 0, '0 or more', self.batch_wait_ms)
+        _check('max_pending', self.max_pending is None or self.max_pending >= 1, '1 or more', self.max_pending)
+        _check('cors_origin', self.cors_origin is None or re.fullmatch(r'https?://[^/\s]+', self.cors_origin),
+               'an origin: scheme, host and port only, like https://example.org', self.cors_origin)
+        if self.token is not None and not re.fullmatch(r'[A-Za-z0-9._~+/=-]{8,}', self.token):  # (the token itself never in a message)
+            raise HerbariumError("--token (or $HERBARIUM_SERVE_TOKEN): give 8 or more letters, digits or ._~+/=- characters")
