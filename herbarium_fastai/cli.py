@@ -7,7 +7,7 @@ __all__ = ['SERVER_PACKAGES', 'command_parser', 'command', 'synth_command', 'tra
            'check_command', 'resize_command', 'serve_command']
 
 # %% ../nbs/07_cli.ipynb #7671c29a
-import argparse, json, os, re, sys, typing, warnings
+import argparse, errno, json, os, re, sys, time, typing, warnings
 from contextlib import contextmanager
 from dataclasses import fields
 
@@ -65,10 +65,14 @@ def _switch_help(comment, default):
 # %% ../nbs/07_cli.ipynb #5e7a6e57
 @contextmanager
 def _command_errors(command): # the command's name, printed before the message
-    "Turn a `HerbariumError` into one line on stderr and exit status 2"
+    "Turn a `HerbariumError` (or a full disk) into one line on stderr and exit status 2"
     try: yield
     except HerbariumError as e:
         print(f"{command}: error: {one_line_message(e)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise
+        print(f"{command}: error: {e.filename or 'writing a file'}: no space left on the device", file=sys.stderr)
         sys.exit(2)
 
 def command(prog,          # the console command's name
@@ -126,11 +130,12 @@ def train_command(given:dict,      # the options given on the command line: fiel
                  ):
     "Train a timm model on a herbarium dataset: lr_find, fit_one_cycle with checkpoints, report, export"
     import matplotlib; matplotlib.use('Agg')
+    started = time.time()  # (a --time-budget counts from here, before torch is imported)
     from herbarium_fastai.runs import demo_dataset, resume_run_folder, train_run_folder
-    if resume is not None: return _print_training(resume_run_folder(resume))
+    if resume is not None: return _print_training(resume_run_folder(resume, given.get('time_budget'), started))
     if demo: given = dict(given, data=str(demo_dataset()))
     if given.get('data') is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
-    _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)).replace(**given)))
+    _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)), started=started, **given))
 
 def _print_training(result:dict):
     "Print what a training run ended with: every process's under a launcher, then where the model is and how to use it"
@@ -200,6 +205,15 @@ def resize_command(data:str,          # dataset root (Kaggle layout)
 # %% ../nbs/07_cli.ipynb #5630ceba
 SERVER_PACKAGES = {'fastapi': 'fastapi', 'uvicorn': 'uvicorn', 'python_multipart': 'python-multipart'}  # herbarium-serve
 
+# %% ../nbs/07_cli.ipynb #aa5d3dc3
+def _announce(app):
+    "Print the page's URL (with the token, where the server requires one) and, for `--no-auth`, a warning line"
+    from herbarium_fastai.serve_access import access_url, access_warning
+    options, card = app.state.options, app.state.classifier
+    print(f"herbarium-serve: {access_url(options)} ({card.description.arch}, {len(card.description.classes)} species, "
+          f"{card.runtime}, {options.workers} worker{'s' if options.workers > 1 else ''}); Ctrl-C stops it", flush=True)
+    if (warning := access_warning(options)) is not None: print(f"herbarium-serve: {warning}", file=sys.stderr, flush=True)
+
 # %% ../nbs/07_cli.ipynb #fb3cedda
 @command('herbarium-serve', ServeOptions, positional=dict(run=None))
 def serve_command(given:dict, # the options given on the command line: fields of `options.ServeOptions`
@@ -210,10 +224,9 @@ def serve_command(given:dict, # the options given on the command line: fields of
     options = ServeOptions(**given)
     options = options.replace(threads=options.threads or max(1, cpu_count() // options.workers))
     app = create_app(options)  # the model is loaded (and a bad run refused) before any server starts
-    card = app.state.classifier
-    print(f"herbarium-serve: http://{options.host}:{options.port}/ ({card.description.arch}, {len(card.description.classes)} species, "
-          f"{card.runtime}, {options.workers} worker{'s' if options.workers > 1 else ''}); Ctrl-C stops it", flush=True)
-    if options.workers == 1: return uvicorn.run(app, host=options.host, port=options.port, log_level='warning')
+    options = app.state.options  # with the token the server requires (made now where none was given: one for all workers)
+    _announce(app)
+    if options.workers == 1: return uvicorn.run(app, host=options.host, port=options.port, log_level='warning', access_log=False)
     os.environ.update(HERBARIUM_SERVE_RUN=options.run, HERBARIUM_SERVE_OPTIONS=json.dumps(options.to_dict()))  # for each worker
     uvicorn.run('herbarium_fastai.serve:app_from_environment', factory=True, host=options.host, port=options.port,
-                workers=options.workers, log_level='warning')
+                workers=options.workers, log_level='warning', access_log=False)  # (no access log: a page's URL holds the token)

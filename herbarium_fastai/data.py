@@ -9,7 +9,7 @@ __all__ = ['DECODINGS', 'MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'long_tail_split
            'check_images', 'write_problems', 'shrink_image', 'resize_dataset']
 
 # %% ../nbs/03_data.ipynb #8c2e8a7c
-import dataclasses, json, os, shutil, sys
+import dataclasses, hashlib, json, os, shutil, sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +187,8 @@ class ModelDescription:
     answer_precision:float|None=None              # the share of answers at a rank that its threshold keeps right (`taxonomy.ANSWER_PRECISION`)
     decode:str='full'                             # how images are opened (`herbarium_datablock`); a file without it: 'full', as up to 0.3
     kit_version:str=__version__                   # the herbarium_fastai that made the model
+    weights_sha256:str|None=None                  # SHA-256 of model.safetensors, checked when it is loaded (None: a file of a kit before 0.4)
+    onnx_sha256:str|None=None                     # SHA-256 of model.onnx, once `herbarium-export --onnx` wrote it
 
     def __post_init__(self):
         if self.presize is None: self.presize = int(self.size * 1.5)
@@ -199,7 +201,7 @@ class ModelDescription:
     def to_dict(self)->dict:
         "As model.json holds it"
         d = dataclasses.asdict(self)
-        for k in ('rank_heads', 'rank_thresholds', 'answer_precision'):  # (left out when empty: an older kit reads such a file)
+        for k in ('rank_heads', 'rank_thresholds', 'answer_precision', 'weights_sha256', 'onnx_sha256'):  # (left out when empty: an older kit reads such a file)
             if not d[k]: del d[k]
         if d['decode'] == 'full': del d['decode']  # (likewise)
         return dict(format=MODEL_FORMAT, format_version=MODEL_FORMAT_VERSION, herbarium_fastai=d.pop('kit_version'), **d)
@@ -219,17 +221,25 @@ class ModelDescription:
         return cls(**values)
 
 # %% ../nbs/03_data.ipynb #5994ab04
+def _checksum(d:dict)->str:
+    "SHA-256 of `d` as canonical JSON (sorted keys, no spaces)"
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest()
+
 @patch
 def save(self:ModelDescription, fname)->Path:
-    "Write as JSON to `fname`, atomically"
-    return write_json(fname, self.to_dict(), indent=1)
+    "Write as JSON to `fname`, atomically, with the `checksum` of its content"
+    d = json.loads(json.dumps(self.to_dict(), default=str))
+    return write_json(fname, {**d, 'checksum': _checksum(d)}, indent=1)
 
 @patch(cls_method=True)
 def load(cls:ModelDescription, fname):
-    "Read a description written by `save` (or by an older kit) from `fname`"
-    try: return cls.from_dict(json.loads(Path(fname).read_text()), fname)
+    "Read a description written by `save` (or by an older kit) from `fname`; refused if its content does not match its `checksum`"
+    try: d = json.loads(Path(fname).read_text())
     except (ValueError, UnicodeDecodeError) as e: raise HerbariumError(f"{fname}: not JSON ({e})") from e
     except OSError as e: raise HerbariumError(f"{fname}: cannot read it ({e.strerror})") from e
+    if isinstance(d, dict) and 'checksum' in d and d.pop('checksum') != _checksum(d):
+        raise HerbariumError(f"{fname}: its content does not match its checksum (damaged; or edited by hand: remove the key 'checksum' to keep the edit)")
+    return cls.from_dict(d, fname)
 
 # %% ../nbs/03_data.ipynb #6f9f401d
 def describe_dataloaders(items,   # the DataFrame the DataLoaders were built from (with `is_valid`)

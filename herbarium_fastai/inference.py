@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
-from .core import HerbariumError, one_line_message, resolve_run_file, write_atomically, write_csv
+from .core import HerbariumError, file_sha256, one_line_message, resolve_run_file, write_atomically, write_csv
 from .data import MODEL_FORMAT, ModelDescription, herbarium_datablock, with_paths
 from .options import PredictionOptions
 from .taxonomy import (RANK_SOURCES, add_rank_heads, best_per_rank, rank_heads_of, rank_predictions,
@@ -176,10 +176,11 @@ def choose_prior_strength(valid:ValidationPass, # from `validation_pass`
 def save_safe_model(learn, # a `Learner` from `herbarium_learner` (trained)
                     dest,  # folder to write `model.safetensors` and `model.json` to
                    )->Path:
-    "Save `learn` as `model.safetensors` + `model.json` in `dest`; returns the JSON's path"
+    "Save `learn` as `model.safetensors` + `model.json` (with the weights' SHA-256, recorded in `learn`'s description too) in `dest`; returns the JSON's path"
     description = model_description(learn)
     weights = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
-    write_atomically(Path(dest)/'model.safetensors', lambda f: save_file(weights, str(f), metadata={'format': MODEL_FORMAT}))
+    saved = write_atomically(Path(dest)/'model.safetensors', lambda f: save_file(weights, str(f), metadata={'format': MODEL_FORMAT}))
+    description.weights_sha256, description.onnx_sha256 = file_sha256(saved), None  # (new weights: a model.onnx must be exported again)
     return description.save(Path(dest)/'model.json')
 
 # %% ../nbs/05_inference.ipynb #99e3207b
@@ -210,6 +211,9 @@ def load_safe_model(fname,   # `model.json` (with `model.safetensors` beside it)
     for f in (fname, weights):
         if not f.is_file(): raise HerbariumError(f"{f}: no such file")
     description = ModelDescription.load(fname)
+    if description.weights_sha256 and file_sha256(weights) != description.weights_sha256:
+        raise HerbariumError(f"{weights}: does not match the checksum in {fname.name} (cut short or damaged, or not the weights saved with it): "
+                             "copy the run's model files again")
     if cpu is None: cpu = not torch.cuda.is_available()
     try: learn = learner_from_description(description, cpu=cpu)
     except (KeyError, TypeError) as e: raise HerbariumError(f"{fname}: incomplete model description ({e})") from e

@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'resolve_weights',
-           'RunCheckpoint', 'RunHistory', 'find_learning_rate', 'RunEstimate', 'default_freeze_epochs',
-           'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
+           'RunCheckpoint', 'RunHistory', 'tensorboard_callback', 'find_learning_rate', 'RunEstimate',
+           'default_freeze_epochs', 'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
-import dataclasses, importlib, sys, time
+import dataclasses, importlib, sys, time, zipfile, zlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -158,8 +158,10 @@ def resolve_weights(weights=None, # a state dict file, or a name of `PACKAGED_WE
 
 # %% ../nbs/04_learner.ipynb #b0aa1acb
 def _save(obj, fname)->Path:
-    "`torch.save(obj, fname)` so that a kill at any moment leaves either the old file or the new one"
-    return write_atomically(fname, lambda f: torch.save(obj, f))
+    "`torch.save(obj, fname)` so that a kill at any moment (or a full disk) leaves either the old file or the new one"
+    def write(tmp):
+        with open(tmp, 'wb') as f: torch.save(obj, f)
+    return write_atomically(fname, write)
 
 def _plain(obj):
     "`obj` with fastcore `L`s as lists and numpy scalars as Python numbers: what `torch.load(weights_only=True)` reads back"
@@ -205,19 +207,19 @@ class RunHistory(CSVLogger):
     def before_fit(self):
         self.active = not rank_distrib() and not hasattr(self, 'lr_finder') and not hasattr(self, 'gather_preds')
         if not self.active: return
-        fname = Path(self.path/self.fname)
-        fname.parent.mkdir(parents=True, exist_ok=True)
-        new = not fname.exists() or fname.stat().st_size == 0
-        self.file = fname.open('a')
-        if new: self.file.write(','.join(self.recorder.metric_names) + '\n')
+        self.history = Path(self.path/self.fname)
+        if not self.history.exists() or self.history.stat().st_size == 0:
+            write_atomically(self.history, ','.join(self.recorder.metric_names) + '\n')
         self.old_logger, self.learn.logger = self.logger, self._write_line
     def before_epoch(self): self.skipped = False
     def after_cancel_epoch(self): self.skipped = True
     def _write_line(self, log):
         if self.skipped: return
-        super()._write_line([log[0] + self.epoch_offset, *log[1:]])
+        row = ','.join(str(v) for v in [log[0] + self.epoch_offset, *log[1:]]) + '\n'
+        write_atomically(self.history, self.history.read_text() + row)
+        self.old_logger(log)
     def after_fit(self):
-        if self.active: super().after_fit()
+        if self.active: self.learn.logger = self.old_logger
 
 # %% ../nbs/04_learner.ipynb #e38760fe
 def _keep_history(fname, # a `history.csv`
@@ -228,6 +230,25 @@ def _keep_history(fname, # a `history.csv`
     if not fname.exists(): return
     lines = fname.read_text().splitlines(keepends=True)
     write_atomically(fname, ''.join(lines[:1 + epochs]))
+
+# %% ../nbs/04_learner.ipynb #d9fc6af6
+def tensorboard_callback(log_dir,      # the folder of the event files (`RUN/tensorboard`)
+                         start_step=0, # the first step's number (a resumed run's steps go on from its checkpoint's)
+                        ):
+    "fastai's `TensorBoardCallback` (no graph, no prediction images) with the steps numbered through a run of several fits"
+    from fastai.callback.tensorboard import TensorBoardCallback  # imports tensorboard: the `tensorboard` extra
+    class RunTensorBoard(TensorBoardCallback):
+        def after_batch(self):
+            if not self.training: return
+            self.step += 1
+            self.writer.add_scalar('train_loss', self.smooth_loss, self.step)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items(): self.writer.add_scalar(f'{k}_{i}', v, self.step)
+        def after_epoch(self):
+            for name, value in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(name, value, self.step)
+    callback = RunTensorBoard(log_dir=str(log_dir), trace_model=False, log_preds=False)
+    callback.step = start_step
+    return callback
 
 # %% ../nbs/04_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)
@@ -247,8 +268,8 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
     if plot is not None:
         learn.recorder.plot_lr_find()
         figure = plt.gcf()
-        figure.savefig(plot, dpi=100, bbox_inches='tight')
-        plt.close(figure)
+        try: write_atomically(plot, lambda f: figure.savefig(f, dpi=100, bbox_inches='tight'))
+        finally: plt.close(figure)
     return float(max(suggestion.valley, suggestion.minimum / 10))
 
 # %% ../nbs/04_learner.ipynb #9feabc88
@@ -318,7 +339,8 @@ def train_learner(learn,           # from `herbarium_learner`
         if first < phases[i]['epochs']:
             best = _fit_phase(learn, phases, i, first, offset, lr, out, every_fit, checkpoints and monitor, best, dls_for_size)
         offset += phases[i]['epochs']
-    return _final_metrics(learn, lr)
+        if any(getattr(cb, 'ended', False) for cb in every_fit): break  # a callback ended the run early (`budget.TimeBudget`)
+    return _final_metrics(learn, lr, validate=any(getattr(cb, 'ended', False) for cb in every_fit))
 
 # %% ../nbs/04_learner.ipynb #6430814b
 def _output_folder(learn, out)->Path:
@@ -380,19 +402,31 @@ def _fit_one_cycle(learn, phase, lr, pretrained, start_epoch, cbs):
     else: learn.fit_one_cycle(phase['epochs'], lr, start_epoch=start_epoch, cbs=cbs)
 
 # %% ../nbs/04_learner.ipynb #25df60b5
-def _final_metrics(learn, lr)->dict:
-    "The validation loss and metrics after the last epoch (a resumed run with nothing left to fit: validated now)"
+def _final_metrics(learn, lr, validate=False)->dict:
+    "The validation loss and metrics after the last epoch (validated now when nothing was fit here, or an epoch was cut short)"
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     logged = vars(learn.recorder).get('values')  # (set by fastai's before_fit: absent when nothing was fit here)
-    values = logged[-1][1:] if logged and len(logged[-1]) > 1 else learn.validate()
+    values = logged[-1][1:] if logged and len(logged[-1]) > 1 and not validate else learn.validate()
     return dict(zip(names, map(float, values)), lr=float(lr))
 
 # %% ../nbs/04_learner.ipynb #3d0c741b
+def _check_records(fname:Path):
+    "Refuse the checkpoint `fname` if it is cut short or a record does not match its CRC-32"
+    try:
+        with zipfile.ZipFile(fname) as archive:
+            for record in archive.infolist():
+                if not record.CRC: continue  # (an empty record; or torch.save told to write no CRCs)
+                with archive.open(record) as f:
+                    while f.read(2**22): pass  # a mismatch raises at the end of the record
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise HerbariumError(f"{fname}: damaged or cut short ({one_line_message(e)}): not a checkpoint to resume from") from None
+
 def load_checkpoint(run, # a run folder (holding `checkpoints/last.pth`) or a checkpoint file
                    )->dict:
     "The content of a run's last checkpoint (model and optimizer state, epoch, phase, learning rate)"
     fname = Path(run)/'checkpoints'/'last.pth' if Path(run).is_dir() else Path(run)
     if not fname.is_file(): raise HerbariumError(f"{fname}: no checkpoint to resume from")
+    _check_records(fname)
     try: return torch.load(fname, map_location='cpu', weights_only=True)
     except Exception as e: raise HerbariumError(f"{fname}: unreadable checkpoint ({one_line_message(e, with_type=True)[:160]})") from e
 

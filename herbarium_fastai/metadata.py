@@ -330,10 +330,13 @@ def _map_file(source:Path)->tuple:
 
 def _parse_file(source:Path, split:str|None, parallel:bool|None=None)->tuple:
     "Parse `source`, falling back to latin-1 when it is not valid UTF-8."
-    try: return _parse(source, split, parallel=parallel)
-    except (UnicodeDecodeError, msgspec.DecodeError) as e:
-        if not _invalid_utf8(e): raise
-    return _parse(source, split, latin1=True)
+    try:
+        try: return _parse(source, split, parallel=parallel)
+        except (UnicodeDecodeError, msgspec.DecodeError) as e:
+            if not _invalid_utf8(e): raise
+        return _parse(source, split, latin1=True)
+    except RecursionError: _fail(source, 'not metadata: JSON nested deeper than the reader goes')
+    except msgspec.DecodeError as e: _fail(source, f'not valid JSON ({e}{"; is the file truncated?" if "truncated" in str(e) else ""})')
 
 def _invalid_utf8(err:Exception)->bool:
     "Whether `err` says the bytes are not UTF-8: a `UnicodeDecodeError` (msgspec before 0.23), or a `msgspec.DecodeError` saying so"

@@ -131,7 +131,7 @@ def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with th
     mistakes = ', '.join(f"{k.replace('_', ' ')}: {v:.0%}" for k, v in taxonomy['mistakes'].items() if v is not None)
     return ["Scores at every rank (macro F1 and accuracy: the predicted species' taxon; roll-up: the taxon with the highest "
             "summed probability; heads: the rank heads' best, where the model has them; answer threshold: the probability "
-            f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').fillna('')), "",
+            f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').astype(object).fillna('')), "",
             f"Of the {taxonomy['wrong_species']} wrong species predictions: {mistakes or 'none'}.", ""]
 
 # %% ../nbs/08_report.ipynb #ef19326c

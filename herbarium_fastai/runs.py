@@ -16,17 +16,18 @@ import torch
 from fastai.torch_core import get_model, num_distrib, rank_distrib, set_seed
 
 from . import __version__
-from .core import HerbariumError, cache_folder, write_json
+from .budget import TimeBudget, measure_steps, plan_epochs
+from .core import HerbariumError, cache_folder, require_packages, write_json
 from .data import (check_images, dataloaders_from_items, fit_batch_size, save_split, subset_metadata, with_split,
                                    write_problems)
 from .inference import (check_submission, choose_prior_strength, load_model, model_description, predict_metadata,
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
-from .learner import (default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
+from .learner import (default_freeze_epochs, tensorboard_callback, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
                                       resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
-from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions,
+from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions, given_options, parse_duration,
                                       training_options_from_config)
 from .report import write_report
 from .synth import make_synthetic_dataset
@@ -110,6 +111,7 @@ def fit_run(learn,              # from `herbarium_learner`
             options:TrainingOptions, # the run's options (epochs, lr, lr_find_iters, freeze_epochs, sizes, accumulate, out)
             dls_for_size=None,  # `size -> DataLoaders`, for progressive resizing
             checkpoint=None,    # the checkpoint to resume from
+            cbs=None,           # more callbacks for every fit (the time budget's, tensorboard's)
            )->dict:
     "Train `learn` as `options` say, in every process of a launcher; returns the final validation metrics"
     out, lr, world = Path(options.out), options.lr, max(num_distrib(), 1)
@@ -120,7 +122,7 @@ def fit_run(learn,              # from `herbarium_learner`
         if world > 1: lr = broadcast_from_main_process(lr)
         return train_learner(learn, epochs=options.epochs, lr=lr, out=out, lr_find_iters=options.lr_find_iters,
                              freeze_epochs=options.freeze_epochs, sizes=options.sizes, dls_for_size=dls_for_size,
-                             accumulate=options.accumulate, resume=checkpoint)
+                             accumulate=options.accumulate, resume=checkpoint, cbs=cbs)
 
 # %% ../nbs/06_runs.ipynb #c6ad0d40
 def finish_run(learn,       # the trained `Learner`
@@ -146,17 +148,18 @@ def finish_run(learn,       # the trained `Learner`
 def train_run_folder(data=None,    # dataset root holding train/ (else `options.data`)
                      out=None,     # the run folder to write (else `options.out`)
                      options:TrainingOptions|None=None, # the run's options; default `options.TRAINING`
+                     started=None, # when the run's clock (for `time_budget`) started, as `time.time()`; default: now
                      **kwargs,     # options by name (`epochs=3`): each replaces that one of `options`
                     )->dict:
     "The whole training job: metadata, DataLoaders, learner, lr_find + checkpointed one-cycle training, report, export; returns metrics.json's content"
     given = {k: v for k, v in dict(data=data, out=out).items() if v is not None}
-    return _train((options or TRAINING).replace(**given, **kwargs))
+    return _train(given_options(options or TRAINING, {**given, **kwargs}), started=started)
 
 # %% ../nbs/06_runs.ipynb #e73a07e5
-def _train(options:TrainingOptions, checkpoint=None)->dict:
+def _train(options:TrainingOptions, checkpoint=None, started=None)->dict:
     "The steps of a run with `options`, new, or resumed from `checkpoint`; returns metrics.json's content"
     from fastai.distributed import distrib_ctx  # noqa: F401 (patches Learner)
-    start, process_index, world = time.time(), rank_distrib(), max(num_distrib(), 1)
+    start, process_index, world = started or time.time(), rank_distrib(), max(num_distrib(), 1)
     options = _resolved(options)
     train_df, missing = training_table(options)  # validated before anything is written
     items = with_split(train_df, options.valid_pct, options.seed)  # the split, made once: split.csv, the batch size, the DataLoaders
@@ -166,8 +169,9 @@ def _train(options:TrainingOptions, checkpoint=None)->dict:
     dls_for_size = _dataloaders_for(items, options.replace(bs=bs))
     learn = _run_learner(options, dls_for_size(options.sizes[0]), checkpoint)
     asked, options = options.bs, options.replace(bs=bs, freeze_epochs=_freeze_epochs(options, learn))
+    options, budget = _keep_to_budget(options, learn, start, checkpoint)  # the epochs planned to fit a time budget
     if process_index == 0: open_run_folder(options, items, checkpoint, world, **({'bs_asked': asked} if bs < asked else {}))
-    valid = fit_run(learn, options, dls_for_size, checkpoint)
+    valid = fit_run(learn, options, dls_for_size, checkpoint, cbs=budget + _tensorboard(options, learn, checkpoint))
     result = _run_result(learn, options, valid, missing_left_out=missing, world_size=world, process_index=process_index,
                          seconds=round(time.time() - start, 1))
     return finish_run(learn, options.out, result, options.report) if process_index == 0 else result
@@ -193,6 +197,28 @@ def _run_learner(options:TrainingOptions, dls, checkpoint=None):
     return herbarium_learner(dls, options.arch, pretrained=options.pretrained and not resumed, weights=None if resumed else options.weights,
                              path=options.out, taxonomy_heads=options.taxonomy_heads, rank_loss_weight=options.rank_loss_weight)
 
+def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=None)->tuple:
+    "With a time budget: the options with the epochs planned to fit it (a new run), said in one line, and the callback keeping to it"
+    if not options.time_budget: return options, []
+    if num_distrib() > 1: raise HerbariumError("--time-budget: not under a launcher (each process would plan alone); give --epochs")
+    budget, times, params = parse_duration(options.time_budget), measure_steps(learn), sum(p.numel() for p in learn.model.parameters())
+    step = times.step
+    finish = len(learn.dls.valid) * step / 3 + times.start + 5 + params * 4 * 3 / 100e6  # the validation pass, the report, the model files
+    if checkpoint is None:  # (a resumed run keeps its schedule: the budget only ends it early)
+        plan = plan_epochs(budget - (time.time() - started), step, len(learn.dls.train), len(learn.dls.valid), options.freeze_epochs,
+                           options.sizes, lr_find_steps=options.lr_find_iters if options.lr is None else 0, max_epochs=options.epochs,
+                           epoch_overhead=2 * times.start + params * 4 * 4 / 200e6, finish_seconds=finish,  # (2 DataLoaders, a checkpoint)
+                           budget=options.time_budget)
+        options = options.replace(epochs=plan.epochs)
+        print(plan.line(options.time_budget, options.sizes[0], options.freeze_epochs), file=sys.stderr, flush=True)
+    return options, [TimeBudget(started + budget, reserve=finish, budget=options.time_budget)]
+
+def _tensorboard(options:TrainingOptions, learn, checkpoint=None)->list:
+    "With `--tensorboard`: the callback logging the run to RUN/tensorboard/ (steps numbered on from a resumed run's)"
+    if not options.tensorboard: return []
+    require_packages('--tensorboard', {'tensorboard': 'tensorboard'}, 'tensorboard')
+    return [tensorboard_callback(Path(options.out)/'tensorboard', start_step=(checkpoint or {}).get('epoch', 0) * len(learn.dls.train))]
+
 def _freeze_epochs(options, learn)->int:
     "The run's frozen epochs: as given, else 1 when the body starts pretrained"
     return default_freeze_epochs(learn) if options.freeze_epochs is None else options.freeze_epochs
@@ -208,10 +234,13 @@ def _run_result(learn, options:TrainingOptions, valid, **more)->dict:
 
 # %% ../nbs/06_runs.ipynb #1aaa74f1
 def resume_run_folder(run, # a run folder written by `train_run_folder` (or `herbarium-train`)
+                      time_budget=None, # a time budget counted from now (default: the run's own, if it had one)
+                      started=None,     # when the budget's clock started, as `time.time()`; default: now
                      )->dict:
     "Continue `run` from its last checkpoint with the options in its config.json (of any kit version); returns metrics.json's content"
     options = training_options_from_config({**run_config(run)['options'], 'out': str(run)}, Path(run)/'config.json')
-    return _train(options, checkpoint=load_checkpoint(run))
+    if time_budget: options = options.replace(time_budget=time_budget)
+    return _train(options, checkpoint=load_checkpoint(run), started=started)
 
 # %% ../nbs/06_runs.ipynb #bf0191e8
 def predict_submission(model=None,   # run folder, model.json, or model.pkl (else `options.model`)

@@ -30,6 +30,7 @@ from .core import HerbariumError, cpu_count, one_line_message, resolve_run_file
 from .images import draft_reduced, squish
 from .inference import load_safe_model, model_description
 from .options import ServeOptions
+from .serve_access import access_options, install_access
 from .taxonomy import RANKS, rank_predictions
 
 # %% ../nbs/09_serve.ipynb #39ed241f
@@ -331,13 +332,13 @@ async def _model_card(request:Request):
                 families=len({c.get('family') for c in d.classes}), orders=len({c.get('order') for c in d.classes}),
                 metrics=state.metrics, kit_version=__version__, model_kit_version=d.kit_version, runtime=state.classifier.runtime,
                 answer_thresholds=d.rank_thresholds, rank_heads=bool(d.rank_heads), max_files=options.max_files,
-                max_upload_mb=options.max_upload_mb)
+                max_upload_mb=options.max_upload_mb, max_pending=state.pending.limit)
 
 async def _health(request:Request):
-    "The server is up; images identified and forward passes run"
-    batcher = request.app.state.batcher
+    "The server is up; images identified and forward passes run; requests held now, and those turned away as too many"
+    batcher, pending = request.app.state.batcher, request.app.state.pending
     return dict(status='ok', uptime_s=round(time.time() - request.app.state.started, 1), images=batcher.jobs, batches=batcher.batches,
-                largest_batch=batcher.largest)
+                largest_batch=batcher.largest, pending=pending.now, refused_busy=pending.refused)
 
 def _install_routes(app:FastAPI):
     "The page and its files, `POST /identify`, `GET /model` and `GET /health` on `app`"
@@ -379,10 +380,10 @@ async def _lifespan(app:FastAPI):
     app.state.batcher.close(); app.state.decoders.shutdown(wait=False, cancel_futures=True)
 
 def create_app(options:ServeOptions|str|Path|None=None, # `ServeOptions`, or the run folder (or its model.json): model.json + model.safetensors (+ model.onnx with `onnx`)
-               **changes, # other options by name, as `ServeOptions` has them: onnx, max_upload_mb, max_files, max_batch, batch_wait_ms, threads
+               **changes, # other options by name, as `ServeOptions` has them: onnx, max_upload_mb, max_files, max_batch, batch_wait_ms, threads, token, auth, cors_origin, max_pending
               )->FastAPI:
-    "The FastAPI app serving the run's model: the page, `/identify`, `/model`, `/health`; its `ServeOptions` in `app.state.options`"
-    options = serve_options(options, **changes)
+    "The FastAPI app serving the run's model: the page, `/identify`, `/model`, `/health`; its `ServeOptions` (with the token it requires) in `app.state.options`"
+    options = access_options(serve_options(options, **changes))
     classifier = ImageClassifier(options.run, onnx=options.onnx, threads=options.threads)
     d = classifier.description
     app = FastAPI(title='herbarium-serve', version=__version__, lifespan=_lifespan,
@@ -390,6 +391,7 @@ def create_app(options:ServeOptions|str|Path|None=None, # `ServeOptions`, or the
     app.add_middleware(BodyLimit, limit=options.max_files * _max_bytes(options) + 2**20)
     state = app.state
     state.options, state.classifier, state.started = options, classifier, time.time()
+    state.pending = install_access(app, options)  # the token, CORS, the bound on pending requests (serve_access)
     state.metrics = _read_metrics(resolve_run_file(options.run, '.json').parent)
     state.decoders = ThreadPoolExecutor(options.threads or cpu_count(), thread_name_prefix='herbarium-decode')
     state.batcher = Batcher(partial(_identify_batch, classifier), max_batch=options.max_batch, wait=options.batch_wait_ms / 1000)

@@ -1,6 +1,6 @@
 """herbarium-serve: every endpoint and every bad input through FastAPI's test client, batching, the command in a subprocess,
 a load test on loopback, a real browser (Debian's chromium + chromium-driver, through selenium), and `--onnx`"""
-import asyncio, io, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
+import asyncio, io, json, os, re, shutil, socket, struct, subprocess, sys, tempfile, threading, time, warnings, zlib
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -290,8 +290,8 @@ def serving(run, *options):
 
 @pytest.fixture(scope='module')
 def server(run):
-    "The tiny run served by the command"
-    with serving(run) as served: yield served
+    "The tiny run served by the command (a bound of 32 pending requests: the load test's 16 clients fit, whatever the machine's memory)"
+    with serving(run, '--max-pending', 32) as served: yield served
 
 def test_command_serves_on_loopback(server):
     url, process = server
@@ -362,7 +362,7 @@ def drawn_run(tmp_path_factory):
 
 @pytest.mark.skipif(_chromium() is None, reason="no chromium + chromedriver here (Debian: apt-get install -y chromium chromium-driver; .ci/run does)")
 def test_browser(drawn_run, tmp_path):
-    "Headless Chromium: upload sheets on the page, read the top species and the heat map, toggle it, take a screenshot"
+    "Headless Chromium on a server shared beyond loopback: log in through the URL the command printed, upload sheets, read the top species and the heat map, toggle it, take a screenshot"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -375,16 +375,19 @@ def test_browser(drawn_run, tmp_path):
                  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', f'--user-data-dir={tmp_path/"profile"}',
                  '--window-size=1200,1000'):
         options.add_argument(flag)
-    with serving(run) as (url, _):
+    with serving(run, '--host', '0.0.0.0') as (url, process):
+        token = re.search(r'/\?token=(\S+) ', process.stdout.readline())[1]
         driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-        _browse(driver, url, run, files, tmp_path)
+        _browse(driver, url, run, files, tmp_path, login=f'{url}/?token={token}')
 
-def _browse(driver, url, run, files, tmp_path):
-    "The browser test's steps, on the page at `url`"
+def _browse(driver, url, run, files, tmp_path, login=None):
+    "The browser test's steps, on the page at `url` (first opened at `login`, the URL with the token)"
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     try:
-        driver.get(url + '/')
+        driver.get(login or url + '/')
+        assert driver.current_url == url + '/'   # the token left the address bar: the page's cookie holds it
+        assert [(c['httpOnly'], c['sameSite']) for c in driver.get_cookies()] == ([(True, 'Strict')] if login else [])
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: 'test_resnet' in d.find_element(By.ID, 'model-card').text)
         table = predict_images(load_safe_model(run, cpu=True), files, k=1)

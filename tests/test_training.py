@@ -180,3 +180,28 @@ def test_fine_tuning_beats_training_from_scratch(sheets, tmp_path):
         learn = herbarium_learner(dls, path=tmp_path/name, **options)
         scores[name] = train_learner(learn, out=tmp_path/name, checkpoints=False, estimate=False, **recipe)['accuracy']
     assert scores['fine-tuned'] >= scores['from scratch'] + 0.25, scores
+
+def test_time_budget_too_short_is_refused(flat_dataset, tmp_path):
+    "--time-budget shorter than one epoch: one line saying what an epoch needs, nothing written"
+    result = train(flat_dataset, '--out', tmp_path/'run', *TINY, '--lr', 3e-3, '--time-budget', '1s')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert '--time-budget 1s: too short: one epoch needs about' in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path/'run').exists()
+    bad = train(flat_dataset, '--out', tmp_path/'run', '--time-budget', 'soon')
+    assert bad.returncode == 2 and '--time-budget soon: give a duration' in bad.stderr
+
+def test_time_budget_plans_the_epochs_and_tensorboard_logs_them(flat_dataset, tmp_path):
+    "A budget without --epochs: the planned epochs are said, recorded and trained; --tensorboard's scalars read back"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path/'run'
+    result = train(flat_dataset, '--out', run, *TINY, '--lr', 3e-3, '--time-budget', '10m', '--epochs', 3, '--tensorboard', '--no-report')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'budget 10m: 3 epochs at 32 px' in result.stderr                   # --epochs caps what the budget allows
+    options = json.loads((run/'config.json').read_text())['options']
+    assert (options['epochs'], options['time_budget']) == (3, '10m')
+    assert_trained(run, 3)
+    events = EventAccumulator(str(run/'tensorboard')); events.Reload()
+    losses = events.Scalars('train_loss')
+    steps = [e.step for e in losses]
+    assert steps == sorted(set(steps)) and len(steps) == 3 * (len(pd.read_csv(run/'split.csv').query('not is_valid')) // 16)
+    assert {'valid_loss', 'accuracy', 'macro_f1', 'lr_0'} <= set(events.Tags()['scalars'])

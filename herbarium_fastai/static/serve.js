@@ -10,7 +10,8 @@ function setStatus(text, isError) {
 
 async function loadModelCard() {
   try {
-    const card = await (await fetch("model")).json();
+    const response = await fetch("model"), card = await response.json();
+    if (!response.ok) { $("model-card").textContent = card.error || `error ${response.status}`; return; }
     state.maxFiles = card.max_files || state.maxFiles;
     const accuracy = card.metrics && card.metrics.valid && card.metrics.valid.accuracy;
     $("model-card").textContent = `${card.architecture}, ${card.species} species in ${card.families} families, ` +
@@ -80,7 +81,7 @@ async function identify(files) {
     setStatus(`Identifying ${start + chunk.length} of ${files.length}…`);
     let answer;
     try {
-      const response = await fetch(`identify?k=${state.k}&heatmap=true&preview=true`, { method: "POST", body: form });
+      const response = await postImages(form);
       answer = await response.json();
       if (!response.ok) { setStatus(answer.error || `error ${response.status}`, true); return; }
     } catch (e) { setStatus("The server did not answer: " + e, true); return; }
@@ -88,6 +89,16 @@ async function identify(files) {
   }
   setStatus(`${state.results.length} sheet${state.results.length === 1 ? "" : "s"} identified.`);
   $("download").disabled = $("clear").disabled = false;
+}
+
+// POST the form to identify; while the server says it is busy (503), wait as its Retry-After says and send it again
+async function postImages(form) {
+  for (let attempt = 1; ; attempt++) {
+    const response = await fetch(`identify?k=${state.k}&heatmap=true&preview=true`, { method: "POST", body: form });
+    if (response.status !== 503 || attempt === 10) return response;
+    setStatus("The server is busy: sending again in a moment…");
+    await new Promise((done) => setTimeout(done, 1000 * (Number(response.headers.get("Retry-After")) || 1)));
+  }
 }
 
 function csvField(value) {
