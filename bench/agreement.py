@@ -6,10 +6,11 @@ the default since 0.4) and opened whole (`decode='full'`, 0.3's pipeline), with 
     python bench/agreement.py RUN /tmp/cache/demo --redraw 1000     # the same test sheets drawn at 1000 px
 
 The model's weights are loaded once and put in two learners that differ only in their model description's `decode`
-(`inference.learner_from_description`). The demo's sheets are 64 x 96 px, smaller than any square a model of 128 px
-squishes them to, so no JPEG of them is decoded at reduced scale: the two ways differ there only in the test-time
-resize (0.3: whole image to the 192-px presize, then to 128 px on the batch; now: straight to 128 px). `--redraw N`
-draws the same test sheets (same seed, ids and species) at N px on the long side, where reduced decoding is used.
+(`inference.learner_from_description`). Both squish an image to the presize (192 px for a 128-px model), then the
+batch transforms resize it to 128 px. The demo's sheets are 64 x 96 px, smaller than the presize, so no JPEG of them is
+decoded at reduced scale: the two ways differ there only in the squish (fastai's `Resize` on a PIL image against
+`images.squish`, torch's antialiased bilinear). `--redraw N` draws the same test sheets (same seed, ids and species) at
+N px on the long side, where reduced decoding is used.
 """
 import argparse, dataclasses, json, sys, tempfile, warnings
 from pathlib import Path
@@ -41,7 +42,7 @@ def main():
     labels = pd.read_csv(data/'test_labels.csv')
     with Image.open(image_paths(test.iloc[:1])[0]) as first: width, height = first.size
     print(f"model: {d.arch} at {d.size} px (presize {d.presize}), trained with decode={d.decode!r}; "
-          f"{len(test)} test sheets of {width} x {height} px: decoded at 1/{reduced_scale(width, height, d.size)} scale for {d.size} px")
+          f"{len(test)} test sheets of {width} x {height} px: decoded at 1/{reduced_scale(width, height, d.presize)} scale for the {d.presize}-px presize")
     answers = {}
     for decode in ('full', 'reduced'):
         other = learn if decode == d.decode else learner_from_description(dataclasses.replace(d, decode=decode))

@@ -27,7 +27,8 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from herbarium_fastai.data import resize_dataset, shrink_image
+from herbarium_fastai.data import resize_dataset
+from herbarium_fastai.images import shrink_image
 from herbarium_fastai.metadata import image_paths, load_metadata
 from herbarium_fastai.synth import make_synthetic_dataset
 

@@ -6,7 +6,7 @@
 __all__ = ['DECODINGS', 'MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'long_tail_split', 'save_split', 'subset_metadata',
            'timm_normalization', 'image_source', 'open_image', 'herbarium_datablock', 'with_paths', 'ModelDescription',
            'describe_dataloaders', 'fit_batch_size', 'with_split', 'dataloaders_from_items', 'herbarium_dataloaders',
-           'check_images', 'write_problems', 'shrink_image', 'resize_dataset']
+           'check_images', 'write_problems', 'resize_dataset']
 
 # %% ../nbs/03_data.ipynb #8c2e8a7c
 import dataclasses, hashlib, json, os, shutil, sys
@@ -32,7 +32,7 @@ from fastcore.basics import patch
 from . import __version__
 from .core import (HerbariumError, MetadataError, is_temporary, one_line_message, process_map, write_atomically,
                                    write_csv, write_json)
-from .images import ReducedImage  # (importable from here too: pickled learners name it)
+from .images import ReducedImage, shrink_image
 from .metadata import category_table, image_paths, load_metadata, metadata_files
 from .options import DEFAULT_ARCH, TrainingOptions, comma_list
 
@@ -168,7 +168,7 @@ def with_paths(df,        # metadata from `load_metadata`
     return df.assign(path=image_paths(df, root))
 
 # %% ../nbs/03_data.ipynb #2b411906
-MODEL_FORMAT, MODEL_FORMAT_VERSION = 'herbarium_fastai.model', 1  # what model.json says it is
+MODEL_FORMAT, MODEL_FORMAT_VERSION = 'herbarium_fastai.model', 2  # what model.json says it is (2 since 0.4: checksums, decode; a 0.3 kit says it needs a newer one)
 
 @dataclass
 class ModelDescription:
@@ -386,28 +386,6 @@ def write_problems(problems:pd.DataFrame, # from `check_images`
                   )->Path:
     "Write the list of problem images as CSV (`image_id`, `path`, `problem`), atomically"
     return write_csv(fname, problems)
-
-# %% ../nbs/03_data.ipynb #2b1b2543
-def shrink_image(src,        # the image file to read
-                 dest,       # the file to write (JPEG)
-                 size=384,   # longest side of the copy, in px (smaller images are copied as they are, re-encoded)
-                 quality=90, # JPEG quality
-                 draft=True, # decode JPEGs at reduced scale (libjpeg's DCT scaling) when that still gives >= `size`
-                 resample=Image.Resampling.LANCZOS, # the downscaling filter (made once, trained on often: the sharpest)
-                )->str|None:
-    "Write a copy of `src` with its longest side at most `size` to `dest` atomically; returns a problem or None"
-    try:
-        with Image.open(src) as im:
-            if draft and max(im.size) > size:  # ask for the target's own shape: draft keeps both sides >= the request
-                scale = size / max(im.size)
-                im.draft('RGB', (max(1, round(im.width * scale)), max(1, round(im.height * scale))))
-            im = im.convert('RGB')
-            if max(im.size) > size:
-                scale = size / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample, reducing_gap=None)
-            write_atomically(dest, lambda f: im.save(f, 'JPEG', quality=quality))
-        return None
-    except Exception as e: return f'unreadable ({one_line_message(e, with_type=True)})'
 
 # %% ../nbs/03_data.ipynb #37ef8344
 def _shrink_many(jobs:list)->list:

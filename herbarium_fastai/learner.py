@@ -29,7 +29,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 
 from .core import HerbariumError, one_line_message, write_atomically
-from .options import DEFAULT_ARCH, TrainingOptions
+from .options import DEFAULT_ARCH, TrainingOptions, parse_duration
 from .taxonomy import RankLoss, add_rank_heads, taxonomy_tree
 
 # %% ../nbs/04_learner.ipynb #4177d6b9
@@ -183,22 +183,41 @@ class RunCheckpoint(TrackerCallback):
                  epoch_offset=0,     # epochs of earlier phases (the run's epoch = offset + this fit's epoch + 1)
                  best=None,          # best value so far (from a checkpoint, when resuming)
                  extra=None,         # more to keep in `last.pth` (e.g. the learning rate)
+                 every=0.,           # seconds: at most one `last.pth` in this time, and one after the run's last epoch; 0: every epoch
+                 since=None,         # when the time for `every` started (`time.time()`; default: this fit's start)
+                 final=True,         # this fit holds the run's last epoch
                 ):
         super().__init__(monitor=monitor, reset_on_fit=False)
-        store_attr('folder,phase,epoch_offset,extra'); self.best = best
+        store_attr('folder,phase,epoch_offset,extra,every,since,final'); self.best, self.best_state = best, None
+    def before_fit(self):
+        super().before_fit()
+        self.written = self.since or time.time()  # (a `last.pth` already there, from an earlier phase or run, counts from when it was written)
+        if (Path(self.folder)/'last.pth').exists(): self.written = max(self.written, (Path(self.folder)/'last.pth').stat().st_mtime)
     def before_epoch(self): self.skipped = False
     def after_cancel_epoch(self): self.skipped = True  # fit_one_cycle's start_epoch skips the epochs already done
     def after_epoch(self):
         if self.skipped: return
         super().after_epoch()
         if rank_distrib(): return
-        folder = Path(self.folder); folder.mkdir(parents=True, exist_ok=True)
-        epoch = self.epoch_offset + self.epoch + 1
-        model = get_model(self.learn.model).state_dict()
-        if self.new_best: _save(dict(model=model, epoch=epoch, **{self.monitor: float(self.best)}), folder/'best.pth')
+        epoch, model, due = self.epoch_offset + self.epoch + 1, get_model(self.learn.model).state_dict(), self._due()
+        if self.new_best:  # kept until the next checkpoint: a copy where none is written now
+            self.best_state = dict(model=model if due else {k: v.detach().clone() for k, v in model.items()},
+                                   epoch=epoch, **{self.monitor: float(self.best)})
+        if not due: return
+        self._write_best()
         _save(dict(model=model, opt=_plain(self.learn.opt.state_dict()), epoch=epoch, phase=self.phase,
-                         phase_epoch=self.epoch + 1, best=float(self.best), monitor=self.monitor, **(self.extra or {})),
-                    folder/'last.pth')
+                   phase_epoch=self.epoch + 1, best=float(self.best), monitor=self.monitor, **(self.extra or {})),
+              Path(self.folder)/'last.pth')
+        self.written = time.time()
+    def after_fit(self): self._write_best()
+
+    def _due(self)->bool:
+        "Whether `last.pth` is written after this epoch"
+        return self.every <= 0 or time.time() - self.written >= self.every or (self.final and self.epoch == self.n_epoch - 1)
+    def _write_best(self):
+        if self.best_state is None or rank_distrib(): return
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        _save(self.best_state, Path(self.folder)/'best.pth'); self.best_state = None
 
 # %% ../nbs/04_learner.ipynb #9e3ecd6a
 class RunHistory(CSVLogger):
@@ -320,7 +339,8 @@ def train_learner(learn,           # from `herbarium_learner`
           sizes=None,      # image sizes for progressive resizing, e.g. (128, 224); needs `dls_for_size`
           dls_for_size=None, # `size -> DataLoaders`, to rebuild the data at each size
           accumulate=TrainingOptions.accumulate, # mini-batches whose gradients add up before a step (fastai's `GradientAccumulation`)
-          checkpoints=True, # write `checkpoints/last.pth` and `best.pth` after every epoch
+          checkpoints=True, # write `checkpoints/last.pth` and `best.pth` (`RunCheckpoint`)
+          checkpoint_every=TrainingOptions.checkpoint_every, # at most one checkpoint in this time ('5m', or seconds), and one after the last epoch; 0: every epoch
           resume=None,     # a `last.pth` content to continue from (from `load_checkpoint`)
           monitor='valid_loss', # the value `best.pth` is best at
           cbs=None,        # more callbacks for every fit
@@ -328,16 +348,18 @@ def train_learner(learn,           # from `herbarium_learner`
          )->dict:
     "Find a learning rate, train with the one-cycle policy phase by phase, checkpointing; returns the final validation metrics"
     out = _output_folder(learn, out)
+    every = parse_duration(checkpoint_every, '--checkpoint-every') if isinstance(checkpoint_every, str) else checkpoint_every
     phases = training_phases(epochs, default_freeze_epochs(learn) if freeze_epochs is None else freeze_epochs, list(sizes or [None]))
     if resume is None: lr, start_phase, start_epoch, best = _first_lr(learn, lr, out, lr_find_iters), 0, 0, None
     else: lr, start_phase, start_epoch, best = _restore(learn, resume, phases, out/'history.csv')
+    started = time.time()  # (the time between checkpoints counts from here)
     remaining = sum(p['epochs'] for p in phases) - (resume or {}).get('epoch', 0)
     every_fit = _every_fit_callbacks(learn, cbs, accumulate, remaining, estimate)
     offset = sum(p['epochs'] for p in phases[:start_phase])
     for i in range(start_phase, len(phases)):
         first = start_epoch if i == start_phase else 0
         if first < phases[i]['epochs']:
-            best = _fit_phase(learn, phases, i, first, offset, lr, out, every_fit, checkpoints and monitor, best, dls_for_size)
+            best = _fit_phase(learn, phases, i, first, offset, lr, out, every_fit, checkpoints and monitor, best, dls_for_size, every, started)
         offset += phases[i]['epochs']
         if any(getattr(cb, 'ended', False) for cb in every_fit): break  # a callback ended the run early (`budget.TimeBudget`)
     return _final_metrics(learn, lr, validate=any(getattr(cb, 'ended', False) for cb in every_fit))
@@ -384,14 +406,15 @@ def _restore(learn, resume, phases, history)->tuple:
     return resume['lr'], resume['phase'], resume['phase_epoch'], resume['best']
 
 # %% ../nbs/04_learner.ipynb #69bcda88
-def _fit_phase(learn, phases, i, first, offset, lr, out, cbs, monitor, best, dls_for_size)->float|None:
+def _fit_phase(learn, phases, i, first, offset, lr, out, cbs, monitor, best, dls_for_size, checkpoint_every=0., since=None)->float|None:
     "Phase `i` from its epoch `first`: the data at its size, the body frozen or not, checkpoints on `monitor`; returns the best value"
     phase = phases[i]
     if phase['size'] is not None and dls_for_size is not None and phase['size'] != learn.dls.model_description.size:
         learn.dls = dls_for_size(phase['size'])
     _set_frozen(learn, phase['frozen'])
     cbs = cbs + [RunHistory(out/'history.csv', epoch_offset=offset)]
-    if monitor: cbs.append(RunCheckpoint(out/'checkpoints', monitor, phase=i, epoch_offset=offset, best=best, extra=dict(lr=float(lr))))
+    if monitor: cbs.append(RunCheckpoint(out/'checkpoints', monitor, phase=i, epoch_offset=offset, best=best, extra=dict(lr=float(lr)),
+                                         every=checkpoint_every, since=since, final=i == len(phases) - 1))
     _fit_one_cycle(learn, phase, lr, phases[0]['frozen'], first, cbs)
     return cbs[-1].best if monitor else best
 

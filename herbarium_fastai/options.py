@@ -61,12 +61,14 @@ def _check(option:str, # the option's name
 # %% ../nbs/00a_options.ipynb #e828ce99
 _UNITS = dict(h=3600, m=60, s=1)
 
-def parse_duration(text:str, # e.g. '8h', '45m', '1h30m', '90s', '2.5h'
+def parse_duration(text:str, # e.g. '8h', '45m', '1h30m', '90s', '2.5h' (or '0')
+                   option:str='--time-budget', # the option it was given to, for the message
                   )->float:
     "Seconds in `text`; a duration that cannot be read is refused in one line"
+    if str(text).strip() == '0': return 0.
     parts = re.findall(r'(\d+(?:\.\d+)?)\s*([hms])', str(text).strip().lower())
     if not parts or re.sub(r'(\d+(?:\.\d+)?)\s*([hms])', '', str(text).strip().lower()).strip():
-        raise HerbariumError(f"--time-budget {text}: give a duration like 8h, 45m, 1h30m or 90s")
+        raise HerbariumError(f"{option} {text}: give a duration like 8h, 45m, 1h30m or 90s")
     return float(sum(float(n) * _UNITS[u] for n, u in parts))
 
 def format_duration(seconds:float)->str:
@@ -110,6 +112,7 @@ class TrainingOptions(Options):
     taxonomy_heads:bool=False      # also learn each species' genus, family and order (a linear head each, beside the species head)
     rank_loss_weight:float=0.5     # with --taxonomy-heads: each higher rank's cross-entropy weight in the loss
     report:bool=True               # the run report: show_batch, per-family scores, confusions (--no-report: skip the report)
+    checkpoint_every:str='5m'      # at most one checkpoint (checkpoints/last.pth) in this time, and one after the last epoch; 0: after every epoch
     tensorboard:bool=False         # also log loss, metrics and learning rate per step to RUN/tensorboard/ (the tensorboard extra)
 
     def __post_init__(self):
@@ -123,6 +126,7 @@ class TrainingOptions(Options):
         for name in ('bs', 'accumulate', 'lr_find_iters'): _check(name, getattr(self, name) >= 1, '1 or more', getattr(self, name))
         _check('epochs', self.epochs >= 1 if self.epochs is not None else bool(self.time_budget), '1 or more', self.epochs)
         if self.time_budget is not None: parse_duration(self.time_budget)  # (refused in one line if it cannot be read)
+        parse_duration(self.checkpoint_every, '--checkpoint-every')
         _check('lr', self.lr is None or self.lr > 0, 'a learning rate above 0', self.lr)
         _check('rank_loss_weight', self.rank_loss_weight >= 0, '0 or more', self.rank_loss_weight)
 

@@ -122,7 +122,8 @@ def fit_run(learn,              # from `herbarium_learner`
         if world > 1: lr = broadcast_from_main_process(lr)
         return train_learner(learn, epochs=options.epochs, lr=lr, out=out, lr_find_iters=options.lr_find_iters,
                              freeze_epochs=options.freeze_epochs, sizes=options.sizes, dls_for_size=dls_for_size,
-                             accumulate=options.accumulate, resume=checkpoint, cbs=cbs)
+                             accumulate=options.accumulate, checkpoint_every=options.checkpoint_every,
+                             resume=checkpoint, cbs=cbs)
 
 # %% ../nbs/06_runs.ipynb #c6ad0d40
 def finish_run(learn,       # the trained `Learner`

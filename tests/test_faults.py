@@ -118,7 +118,7 @@ def test_full_disk_leaves_the_previous_version(kind, disk, learn):
 
 def test_full_disk_for_resized_images_and_the_metadata_cache(disk, tmp_path):
     "A resized image is a problem of that image, saying 'no space left'; the metadata cache a warning, the load going on; nothing left behind"
-    from herbarium_fastai.data import shrink_image
+    from herbarium_fastai.images import shrink_image
     from herbarium_fastai.metadata import load_metadata
     source = _noise_jpeg(tmp_path/'sheet.jpg', 0)
     train = tmp_path/'data'/'train'/'metadata.json'; train.parent.mkdir(parents=True)

@@ -38,9 +38,9 @@ def assert_trained(run, epochs):
 def _env(): return {**os.environ, 'MPLBACKEND': 'Agg', 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 def test_killed_run_resumes_to_the_planned_epochs(flat_dataset, tmp_path):
-    "SIGKILL after the first checkpoint, then --resume: every epoch in history.csv once, and a final model"
+    "SIGKILL after the first checkpoint (one after every epoch: --checkpoint-every 0), then --resume: every epoch in history.csv once, and a final model"
     run, epochs = tmp_path/'run', 4
-    args = train_line(flat_dataset, '--out', run, '--epochs', epochs, *TINY)
+    args = train_line(flat_dataset, '--out', run, '--epochs', epochs, '--checkpoint-every', '0', *TINY)
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
     checkpoint, deadline = run/'checkpoints'/'last.pth', time.time() + 300
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline: time.sleep(0.05)
@@ -167,7 +167,9 @@ def sheets(tmp_path_factory):
 def test_fine_tuning_beats_training_from_scratch(sheets, tmp_path):
     """The same model and budget (3 epochs at 96 px): the packaged ImageNet weights fine-tuned beat random weights.
     Measured before writing this (2 seeds, 111 training and 25 validation images): accuracy 0.56 and 0.56 fine-tuned,
-    0.08 and 0.12 from scratch; the test asks for a margin of 0.25."""
+    0.08 and 0.12 from scratch. Again with 0.4's reduced decoding (seeds 0, 1): 0.48 / 0.24 and 0.52 / 0.16 (0.3's
+    whole-image opening: 0.52 / 0.16 both): one validation image is 0.04, so the test asks for a margin of 0.2 (chance
+    is 0.125)."""
     from fastai.torch_core import set_seed
     from herbarium_fastai.data import herbarium_dataloaders
     from herbarium_fastai.learner import herbarium_learner, train_learner
@@ -179,7 +181,7 @@ def test_fine_tuning_beats_training_from_scratch(sheets, tmp_path):
         dls = herbarium_dataloaders(load_metadata(sheets/'train'), size=96, bs=16, arch='tf_efficientnet_lite0', num_workers=0, seed=0)
         learn = herbarium_learner(dls, path=tmp_path/name, **options)
         scores[name] = train_learner(learn, out=tmp_path/name, checkpoints=False, estimate=False, **recipe)['accuracy']
-    assert scores['fine-tuned'] >= scores['from scratch'] + 0.25, scores
+    assert scores['fine-tuned'] >= scores['from scratch'] + 0.2, scores
 
 def test_time_budget_too_short_is_refused(flat_dataset, tmp_path):
     "--time-budget shorter than one epoch: one line saying what an epoch needs, nothing written"
