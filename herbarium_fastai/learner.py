@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CLASSIFIER_PREFIXES', 'PACKAGED_WEIGHTS', 'macro_f1', 'herbarium_learner', 'load_body_weights', 'resolve_weights',
-           'RunCheckpoint', 'RunHistory', 'tensorboard_callback', 'find_learning_rate', 'RunEstimate',
-           'default_freeze_epochs', 'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
+           'RunCheckpoint', 'RunHistory', 'find_learning_rate', 'RunEstimate', 'default_freeze_epochs',
+           'training_phases', 'train_learner', 'load_checkpoint', 'export_learner']
 
 # %% ../nbs/04_learner.ipynb #70799f7c
 import dataclasses, importlib, sys, time, zipfile, zlib
@@ -249,25 +249,6 @@ def _keep_history(fname, # a `history.csv`
     if not fname.exists(): return
     lines = fname.read_text().splitlines(keepends=True)
     write_atomically(fname, ''.join(lines[:1 + epochs]))
-
-# %% ../nbs/04_learner.ipynb #d9fc6af6
-def tensorboard_callback(log_dir,      # the folder of the event files (`RUN/tensorboard`)
-                         start_step=0, # the first step's number (a resumed run's steps go on from its checkpoint's)
-                        ):
-    "fastai's `TensorBoardCallback` (no graph, no prediction images) with the steps numbered through a run of several fits"
-    from fastai.callback.tensorboard import TensorBoardCallback  # imports tensorboard: the `tensorboard` extra
-    class RunTensorBoard(TensorBoardCallback):
-        def after_batch(self):
-            if not self.training: return
-            self.step += 1
-            self.writer.add_scalar('train_loss', self.smooth_loss, self.step)
-            for i, h in enumerate(self.opt.hypers):
-                for k, v in h.items(): self.writer.add_scalar(f'{k}_{i}', v, self.step)
-        def after_epoch(self):
-            for name, value in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(name, value, self.step)
-    callback = RunTensorBoard(log_dir=str(log_dir), trace_model=False, log_preds=False)
-    callback.step = start_step
-    return callback
 
 # %% ../nbs/04_learner.ipynb #65ffb088
 def find_learning_rate(learn,       # the `Learner` to probe (its weights are restored afterwards)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEMO', 'demo_dataset', 'run_config', 'versions', 'model_sha256', 'training_table', 'open_run_folder', 'fit_run',
-           'finish_run', 'train_run_folder', 'resume_run_folder', 'predict_submission', 'export_safe_model',
-           'check_dataset']
+           'finish_run', 'train_run_folder', 'tensorboard_callback', 'resume_run_folder', 'predict_submission',
+           'export_safe_model', 'check_dataset']
 
 # %% ../nbs/06_runs.ipynb #c048803c
 import hashlib, json, sys, time
@@ -24,7 +24,7 @@ from .inference import (check_submission, choose_prior_strength, load_model, mod
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
-from .learner import (default_freeze_epochs, tensorboard_callback, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
+from .learner import (default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
                                       resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
 from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions, given_options, parse_duration,
@@ -184,6 +184,25 @@ def _resolved(options:TrainingOptions)->TrainingOptions:
     weights, arch = resolve_weights(options.weights, options.arch)  # a packaged name: the file its package ships, and its architecture
     return options.replace(arch=arch or DEFAULT_ARCH, weights=None if weights is None else str(Path(weights).absolute()),
                            data=str(Path(options.data).absolute()), sizes=options.sizes or [options.size])
+
+# %% ../nbs/06_runs.ipynb #6dd2b6e3
+def tensorboard_callback(log_dir,      # the folder of the event files (`RUN/tensorboard`)
+                         start_step=0, # the first step's number (a resumed run's steps go on from its checkpoint's)
+                        ):
+    "fastai's `TensorBoardCallback` (no graph, no prediction images) with the steps numbered through a run of several fits"
+    from fastai.callback.tensorboard import TensorBoardCallback  # imports tensorboard: the `tensorboard` extra
+    class RunTensorBoard(TensorBoardCallback):
+        def after_batch(self):
+            if not self.training: return
+            self.step += 1
+            self.writer.add_scalar('train_loss', self.smooth_loss, self.step)
+            for i, h in enumerate(self.opt.hypers):
+                for k, v in h.items(): self.writer.add_scalar(f'{k}_{i}', v, self.step)
+        def after_epoch(self):
+            for name, value in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]): self.writer.add_scalar(name, value, self.step)
+    callback = RunTensorBoard(log_dir=str(log_dir), trace_model=False, log_preds=False)
+    callback.step = start_step
+    return callback
 
 # %% ../nbs/06_runs.ipynb #2ba2d490
 def _dataloaders_for(items, options:TrainingOptions):
