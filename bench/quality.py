@@ -8,6 +8,10 @@ Data sets, each in the Kaggle 2021 layout with its own test split and labels:
 - `synthetic`: `make_synthetic_dataset(species=40, ...)`: drawn sheets of 40 species in 3-24 images (a long tail);
 - `digits`: scikit-learn's `load_digits` (1,797 real 8x8 scans of handwritten digits, 10 classes), as 32 px PNGs;
   10 of each class held out for the test split.
+- `digits_lt`: the same scans with a long tail (issue 18): the test split as `digits` (10 of each class: balanced, as
+  Kaggle's capped test), the training images cut to 167, 107, 69, 44, 28, 18, 12, 7, 5 and 3 of the ten classes
+  (56x between the most and the least common; which digit gets which count is seeded): macro F1 on a balanced test
+  after a long-tailed training set, the Herbarium situation on real pixels.
 
 Recipes (the same epochs in total; horizontal flips in all three):
 - `plain fastai`: `ImageDataLoaders.from_df` (random 20% validation, `Resize(size)`, `aug_transforms()`),
@@ -27,7 +31,7 @@ with 0.3's pipeline (`decode='full'`: whole images squished to the presize). `--
 sheets at 341 x 512 px, so that reduced decoding is used (at 64 px: 1/2 scale for the 96-px presize); at
 the default 96 px the sheets are smaller than the presize and no JPEG is reduced.
 """
-import argparse, json, statistics, sys, tempfile, time, warnings
+import argparse, functools, json, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
 warnings.filterwarnings('ignore')
@@ -37,20 +41,30 @@ from sklearn.metrics import f1_score
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', default='synthetic,digits', help='comma-separated: synthetic, digits')
+    p.add_argument('--data', default='synthetic,digits', help='comma-separated: synthetic, digits, digits_lt')
     p.add_argument('--seeds', type=int, default=3); p.add_argument('--epochs', type=int, default=8)
+    p.add_argument('--seed-list', default=None, help='comma-separated seeds to run (instead of 0 .. --seeds - 1)')
     p.add_argument('--size', type=int, default=64); p.add_argument('--bs', type=int, default=32)
     p.add_argument('--recipes', default='plain,kit,lite0'); p.add_argument('--out', default=None, help='JSON of every run')
     p.add_argument('--sheet-px', type=int, default=96, help='long side of the synthetic sheets')
+    p.add_argument('--species', type=int, default=40, help='species of the synthetic herbarium')
     return p.parse_args()
 
-def synthetic_data(dest, sheet_px=96):
+def synthetic_data(dest, sheet_px=96, species=40):
     from herbarium_fastai.synth import make_synthetic_dataset
-    make_synthetic_dataset(dest, species=40, seed=7, size=sheet_px, min_per_species=3, max_per_species=24, test_per_species=4, workers=2)
+    make_synthetic_dataset(dest, species=species, seed=7, size=sheet_px, min_per_species=3, max_per_species=24, test_per_species=4, workers=2)
     return dest
 
-def digits_data(dest):
-    "scikit-learn's digits in the Kaggle 2021 layout: 32 px PNGs, 10 of each class held out with labels"
+LONG_TAIL = (167, 107, 69, 44, 28, 18, 12, 7, 5, 3)  # digits_lt: training images of the ten classes, most to least common
+
+def long_tail_keep(target, test, counts=LONG_TAIL, seed=0)->np.ndarray:
+    "Which training images a long tail keeps: `counts` shared out over the classes in a seeded order (the test split untouched)"
+    rng, keep = np.random.default_rng(seed), test.copy()
+    for c, n in zip(rng.permutation(10), counts): keep[rng.choice(np.flatnonzero((target == c) & ~test), n, replace=False)] = True
+    return keep
+
+def digits_data(dest, long_tail=False):
+    "scikit-learn's digits in the Kaggle 2021 layout: 32 px PNGs, 10 of each class held out with labels (a long tail: `LONG_TAIL`)"
     from PIL import Image
     from sklearn.datasets import load_digits
     from herbarium_fastai.core import write_csv, write_json
@@ -58,8 +72,9 @@ def digits_data(dest):
     rng = np.random.default_rng(0)
     test = np.zeros(len(digits.target), bool)
     for c in range(10): test[rng.choice(np.flatnonzero(digits.target == c), 10, replace=False)] = True
-    images = {'train': [], 'test': []}
+    images, keep = {'train': [], 'test': []}, long_tail_keep(digits.target, test) if long_tail else np.ones(len(test), bool)
     for i, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+        if not keep[i]: continue
         split = 'test' if test[i] else 'train'
         name = f'images/{label:03d}/{i}.png'
         path = dest/split/name; path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,12 +104,28 @@ def plain_fastai(data, seed, epochs, size, bs, out):
     preds, _ = learn.get_preds(dl=dls.test_dl(list(image_paths(test))))
     return test.image_id.to_numpy(), np.asarray(dls.vocab)[preds.argmax(1).numpy()]
 
-def kit(data, seed, epochs, size, bs, out, weights=None):
-    "What `herbarium-train` and `herbarium-predict` run"
+def plain_fastai_lite0(data, seed, epochs, size, bs, out):
+    "fastai's `fine_tune` of the packaged EfficientNet-Lite0, by hand (the kit's loader maps its weights onto timm's model)"
+    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms, vision_learner, accuracy, set_seed
+    from herbarium_fastai.learner import load_body_weights, resolve_weights
+    from herbarium_fastai.metadata import image_paths, load_metadata
+    set_seed(seed, reproducible=True)
+    train = load_metadata(data/'train', cache=False).assign(path=lambda d: image_paths(d))
+    dls = ImageDataLoaders.from_df(train, fn_col='path', label_col='category_id', valid_pct=0.2, seed=seed, item_tfms=Resize(size),
+                                   batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)], bs=bs, num_workers=0, path='/')
+    learn = vision_learner(dls, 'tf_efficientnet_lite0', pretrained=False, normalize=False, metrics=accuracy, path=out)
+    load_body_weights(learn.model, resolve_weights('efficientnet-lite0')[0]); learn.freeze()
+    learn.fine_tune(epochs - 1, learn.lr_find(show_plot=False).valley)
+    test = load_metadata(data/'test', cache=False)
+    preds, _ = learn.get_preds(dl=dls.test_dl(list(image_paths(test))))
+    return test.image_id.to_numpy(), np.asarray(dls.vocab)[preds.argmax(1).numpy()]
+
+def kit(data, seed, epochs, size, bs, out, weights=None, predict=None, **training):
+    "What `herbarium-train` and `herbarium-predict` run (`training`: more training options; `predict`: prediction options)"
     from herbarium_fastai.runs import predict_submission, train_run_folder
     options = dict(weights=weights, epochs=epochs - 1) if weights else dict(pretrained=False, epochs=epochs)
-    train_run_folder(data, out, size=size, bs=bs, seed=seed, workers=0, report=False, **options)
-    predict_submission(out, data, out/'submission.csv', bs=bs, workers=0)
+    train_run_folder(data, out, size=size, bs=bs, seed=seed, workers=0, report=False, **options, **training)
+    predict_submission(out, data, out/'submission.csv', bs=bs, workers=0, **(predict or {}))
     sub = pd.read_csv(out/'submission.csv')
     return sub.Id.to_numpy(), sub.Predicted.to_numpy()
 
@@ -133,7 +164,11 @@ def with_full_decode(*args, weights=None):
     try: return kit(*args, weights=weights)
     finally: R.dataloaders_from_items = original
 
+KAGGLE = dict(tta=True, prior_correction=True)  # herbarium-predict's options the README gives for a submission
+
 RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
+               plain_lite0=('plain fastai lite0', plain_fastai_lite0),  # fastai's fine_tune of the same weights
+               kit_kaggle=('kit, README way', functools.partial(kit, predict=KAGGLE)),  # herbarium-train, herbarium-predict --tta --prior-correction
                lite0=('kit lite0', lambda *a: kit(*a, weights='efficientnet-lite0')),
                # ablations: the kit with one of its choices replaced by plain fastai's
                kit_plain_lr=('kit, plain lr', with_plain_lr), kit_plain_aug=('kit, plain aug', with_plain_augmentation),
@@ -142,14 +177,24 @@ RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
                kit_full_decode=('kit, 0.3 decode', with_full_decode),
                lite0_full_decode=('lite0, 0.3 dec.', lambda *a: with_full_decode(*a, weights='efficientnet-lite0')))
 
+# issue 18: each training ingredient alone (and two together) on top of the kit run the README way
+INGREDIENTS = dict(la=('logit-adj.', dict(loss='logit-adjusted')), ls=('label smooth.', dict(loss='label-smoothing')),
+                   ema=('EMA 0.99', dict(ema=0.99)), mixup=('MixUp', dict(mixup='mixup')), cutmix=('CutMix', dict(mixup='cutmix')),
+                   crt=('cRT 2 ep.', dict(rebalance_epochs=2)), la_ema=('l-a + EMA', dict(loss='logit-adjusted', ema=0.99)),
+                   la_crt=('l-a + cRT', dict(loss='logit-adjusted', rebalance_epochs=2)))
+for key, (title, training) in INGREDIENTS.items():
+    RECIPES[f'kit_{key}'] = (f'kit, {title}', functools.partial(kit, predict=KAGGLE, **training))
+    RECIPES[f'lite0_{key}'] = (f'lite0, {title}', functools.partial(kit, weights='efficientnet-lite0', predict=KAGGLE, **training))
+RECIPES['lite0_kaggle'] = ('lite0, README way', functools.partial(kit, weights='efficientnet-lite0', predict=KAGGLE))
+
 def main():
     args = parse()
     root = Path(tempfile.mkdtemp(prefix='herbarium-quality-'))
     rows = []
     for name in args.data.split(','):
-        data = synthetic_data(root/name, args.sheet_px) if name == 'synthetic' else digits_data(root/name)
+        data = synthetic_data(root/name, args.sheet_px, args.species) if name == 'synthetic' else digits_data(root/name, long_tail=name == 'digits_lt')
         labels = pd.read_csv(data/'test_labels.csv').set_index('Id').category_id
-        for seed in range(args.seeds):
+        for seed in (map(int, args.seed_list.split(',')) if args.seed_list else range(args.seeds)):
             for key in args.recipes.split(','):
                 title, recipe = RECIPES[key]
                 start = time.perf_counter()

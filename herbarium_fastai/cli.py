@@ -15,7 +15,7 @@ from fastcore.docments import docments
 from fastcore.script import Param
 
 from .core import HerbariumError, cpu_count, one_line_message, require_packages
-from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, TRAINING, PredictionOptions, ServeOptions,
+from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, RECIPES, TRAINING, PredictionOptions, ServeOptions,
                                       TrainingOptions)
 
 # fastai.layers calls torch.jit.script at import, which torch now deprecates: not ours to fix, and not for the user's screen
@@ -121,9 +121,11 @@ def _flags(options:TrainingOptions)->str:
     return ' '.join(f"--{'no-' if v is False else ''}{k.replace('_', '-')}{'' if isinstance(v, bool) else f' {v}'}" for k, v in changed.items())
 
 _DEMO_DEFAULTS = f"--demo trains as if given {_flags(DEMO_FINE_TUNING)}; --demo --no-pretrained as if given {_flags(DEMO_FROM_SCRATCH)}."
+_RECIPES = "Recipes (--recipe NAME, an option given beside it overriding the recipe's): " + '; '.join(
+    f"{name}: {_flags(TRAINING.replace(**changes)) or 'the defaults'}" for name, changes in RECIPES.items()) + '.'
 
 # %% ../nbs/07_cli.ipynb #35df348f
-@command('herbarium-train', TrainingOptions, positional=dict(data='?'), epilog=_DEMO_DEFAULTS)
+@command('herbarium-train', TrainingOptions, positional=dict(data='?'), epilog=f'{_DEMO_DEFAULTS} {_RECIPES}')
 def train_command(given:dict,      # the options given on the command line: fields of `options.TrainingOptions`
                   demo:bool=False, # fine-tune ImageNet weights (a package ships them) on a small synthetic dataset made in the cache folder
                   resume:str=None, # a run folder to continue from its last checkpoint, with its config.json's options

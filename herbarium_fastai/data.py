@@ -185,6 +185,7 @@ class ModelDescription:
     rank_heads:dict=field(default_factory=dict)   # `{'weight': w}` where the model has genus/family/order heads (`taxonomy.RankHeads`)
     rank_thresholds:dict=field(default_factory=dict) # per rank, the probability an answer there needs (chosen on validation)
     answer_precision:float|None=None              # the share of answers at a rank that its threshold keeps right (`taxonomy.ANSWER_PRECISION`)
+    balanced_by:str|None=None                     # how training balanced the scores over species ('logit-adjusted', 'rebalanced'): no prior correction
     decode:str='full'                             # how images are opened (`herbarium_datablock`); a file without it: 'full', as up to 0.3
     kit_version:str=__version__                   # the herbarium_fastai that made the model
     weights_sha256:str|None=None                  # SHA-256 of model.safetensors, checked when it is loaded (None: a file of a kit before 0.4)
@@ -201,7 +202,7 @@ class ModelDescription:
     def to_dict(self)->dict:
         "As model.json holds it"
         d = dataclasses.asdict(self)
-        for k in ('rank_heads', 'rank_thresholds', 'answer_precision', 'weights_sha256', 'onnx_sha256'):  # (left out when empty: an older kit reads such a file)
+        for k in ('rank_heads', 'rank_thresholds', 'answer_precision', 'balanced_by', 'weights_sha256', 'onnx_sha256'):  # (left out when empty: an older kit reads such a file)
             if not d[k]: del d[k]
         if d['decode'] == 'full': del d['decode']  # (likewise)
         return dict(format=MODEL_FORMAT, format_version=MODEL_FORMAT_VERSION, herbarium_fastai=d.pop('kit_version'), **d)

@@ -166,9 +166,11 @@ def validation_pass(learn,  # a trained `Learner` with its validation DataLoader
 
 # %% ../nbs/05_inference.ipynb #129d73bd
 def choose_prior_strength(valid:ValidationPass, # from `validation_pass`
+                          strengths=None, # the τ to choose among (default: every one the pass predicted under); [0.]: none
                          )->dict:
     "The prior strength τ with the best macro F1 on the validation split, its score, the uncorrected one, and every τ's"
-    scores = {s: float(f1_score(valid.targets, predicted, average='macro')) for s, predicted in valid.corrected.items()}
+    scores = {s: float(f1_score(valid.targets, predicted, average='macro')) for s, predicted in valid.corrected.items()
+              if strengths is None or s in strengths or s == 0}
     best = max(scores, key=lambda s: (scores[s], -s))  # ties go to the weaker correction
     return dict(prior_strength=best, macro_f1=scores[best], macro_f1_without=scores[0.], scores=scores)
 

@@ -24,7 +24,8 @@ from .inference import (check_submission, choose_prior_strength, load_model, mod
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
-from .learner import (default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
+from .ingredients import WeightAverage, mixing_callbacks, rebalance_classifier, training_loss
+from .learner import (RunHistory, default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
                                       resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
 from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions, given_options, parse_duration,
@@ -120,10 +121,18 @@ def fit_run(learn,              # from `herbarium_learner`
             with single_process(): lr = find_learning_rate(learn, out/'lr_find.png', num_it=options.lr_find_iters)
     with distributed(learn):  # under `accelerate launch`: DDP through Accelerate
         if world > 1: lr = broadcast_from_main_process(lr)
-        return train_learner(learn, epochs=options.epochs, lr=lr, out=out, lr_find_iters=options.lr_find_iters,
-                             freeze_epochs=options.freeze_epochs, sizes=options.sizes, dls_for_size=dls_for_size,
-                             accumulate=options.accumulate, checkpoint_every=options.checkpoint_every,
-                             resume=checkpoint, cbs=cbs)
+        valid = train_learner(learn, epochs=options.epochs, lr=lr, out=out, lr_find_iters=options.lr_find_iters,
+                              freeze_epochs=options.freeze_epochs, sizes=options.sizes, dls_for_size=dls_for_size,
+                              accumulate=options.accumulate, checkpoint_every=options.checkpoint_every,
+                              resume=checkpoint, cbs=(cbs or []) + _weight_average(options, checkpoint))
+        if not options.rebalance_epochs: return valid
+        history = [RunHistory(out/'history.csv', epoch_offset=options.freeze_epochs + options.epochs)]  # (after the run's epochs)
+        return dict(rebalance_classifier(learn, options.rebalance_epochs, valid['lr'], cbs=history), lr=valid['lr'])
+
+def _weight_average(options:TrainingOptions, checkpoint=None)->list:
+    "With `--ema`: the callback averaging the weights (a resumed run's live weights and average steps from its checkpoint)"
+    if options.ema is None: return []
+    return [WeightAverage(options.ema, live=(checkpoint or {}).get('live_model'), steps=(checkpoint or {}).get('average_steps', 0))]
 
 # %% ../nbs/06_runs.ipynb #c6ad0d40
 def finish_run(learn,       # the trained `Learner`
@@ -134,7 +143,7 @@ def finish_run(learn,       # the trained `Learner`
     "Choose the prior strength and the answer thresholds, write the report, the safe model, model.pkl and metrics.json"
     out, description = Path(out), model_description(learn)
     valid = validation_pass(learn)  # one streamed pass: τ, the thresholds, the rank scores and the report read it
-    prior = choose_prior_strength(valid)
+    prior = choose_prior_strength(valid, [0.] if description.balanced_by else None)  # (balanced in training: no second correction)
     description.prior_strength, description.answer_precision = prior['prior_strength'], ANSWER_PRECISION
     description.rank_thresholds = choose_rank_thresholds(valid.roll_up, valid.truth, ANSWER_PRECISION)
     result['prior_correction'] = {k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}
@@ -214,8 +223,11 @@ def _dataloaders_for(items, options:TrainingOptions):
 def _run_learner(options:TrainingOptions, dls, checkpoint=None):
     "The run's learner; a resumed run takes every weight from its checkpoint: nothing to download or read"
     resumed = checkpoint is not None
-    return herbarium_learner(dls, options.arch, pretrained=options.pretrained and not resumed, weights=None if resumed else options.weights,
-                             path=options.out, taxonomy_heads=options.taxonomy_heads, rank_loss_weight=options.rank_loss_weight)
+    learn = herbarium_learner(dls, options.arch, pretrained=options.pretrained and not resumed, weights=None if resumed else options.weights,
+                              path=options.out, taxonomy_heads=options.taxonomy_heads, rank_loss_weight=options.rank_loss_weight,
+                              loss_func=training_loss(options.loss, dls, options.logit_adjustment), cbs=mixing_callbacks(options.mixup))
+    learn.model_description.balanced_by = 'rebalanced' if options.rebalance_epochs else 'logit-adjusted' if options.loss == 'logit-adjusted' else None
+    return learn
 
 def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=None)->tuple:
     "With a time budget: the options with the epochs planned to fit it (a new run), said in one line, and the callback keeping to it"

@@ -1,0 +1,58 @@
+"Training ingredients wired into a whole run: the averaged weights are the model files, retraining the head leaves the body, a balanced model gets no second correction, recipes refused in one line"
+import json
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+
+from conftest import assert_clean_failure, run_command
+
+# the smallest timm resnet proves the wiring as well as resnet34; one checkpoint after every epoch, to compare with
+TINY = ['--arch', 'test_resnet', '--no-pretrained', '--size', 32, '--bs', 16, '--lr', 1e-3, '--workers', 0, '--no-report',
+        '--checkpoint-every', '0']
+
+def _differs(a, b): return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+def test_weight_average_is_what_the_model_files_hold(flat_dataset, tmp_path):
+    "--ema: model.safetensors holds the average (the checkpoint's model), not the live weights it also keeps; with CutMix on"
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 2, '--ema', 0.9, '--mixup', 'cutmix', *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved, checkpoint = load_file(str(run/'model.safetensors')), torch.load(run/'checkpoints'/'last.pth', weights_only=True)
+    assert set(saved) == set(checkpoint['model']) and all(torch.equal(saved[k], checkpoint['model'][k]) for k in saved)
+    assert _differs(saved, checkpoint['live_model'])                            # the live weights are another model
+    assert checkpoint['average_steps'] > 0
+    config = json.loads((run/'config.json').read_text())['options']
+    assert (config['ema'], config['mixup']) == (0.9, 'cutmix')
+
+def test_rebalancing_retrains_the_head_only(flat_dataset, tmp_path):
+    "--rebalance-epochs after a logit-adjusted loss: the body as the last checkpoint left it, the head retrained, no τ chosen, predict works"
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 2, '--loss', 'logit-adjusted',
+                         '--rebalance-epochs', 1, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved, trained = load_file(str(run/'model.safetensors')), torch.load(run/'checkpoints'/'last.pth', weights_only=True)['model']
+    body, head = [k for k in saved if k.startswith('0.')], [k for k in saved if k.startswith('1.')]
+    assert body and all(torch.equal(saved[k], trained[k]) for k in body)         # weights and batch-norm statistics alike
+    assert _differs({k: saved[k] for k in head}, trained)
+    assert len(pd.read_csv(run/'history.csv')) == 3                             # 2 epochs + 1 rebalancing
+    description = json.loads((run/'model.json').read_text())
+    assert (description['balanced_by'], description['prior_strength']) == ('rebalanced', 0.)
+    result = run_command('herbarium-predict', run, flat_dataset, '--out', tmp_path/'sub.csv', '--prior-correction', '--tta', '--workers', 0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path/'sub.csv')) > 0
+
+def test_recipe_refusals(flat_dataset, tmp_path):
+    "A recipe that does not exist, or an option that contradicts the recipe's: one line naming both, nothing written"
+    result = run_command('herbarium-train', flat_dataset, '--out', tmp_path/'run', '--recipe', 'fast')
+    assert_clean_failure(result, '--recipe fast', 'quick, long-tail')
+    result = run_command('herbarium-train', flat_dataset, '--out', tmp_path/'run', '--recipe', 'quick', '--logit-adjustment', 0.5)
+    assert_clean_failure(result, '--logit-adjustment 0.5', '--recipe quick')
+    assert not (tmp_path/'run').exists()
+
+def test_recipes_in_help():
+    "--help lists every recipe with what it sets"
+    result = run_command('herbarium-train', '--help')
+    assert result.returncode == 0
+    text = ' '.join(result.stdout.split())
+    for name in ('quick', 'long-tail', 'gpu-384'): assert f'{name}:' in text, text[-1500:]
