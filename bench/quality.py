@@ -104,14 +104,23 @@ def plain_fastai(data, seed, epochs, size, bs, out):
     preds, _ = learn.get_preds(dl=dls.test_dl(list(image_paths(test))))
     return test.image_id.to_numpy(), np.asarray(dls.vocab)[preds.argmax(1).numpy()]
 
+def random_split(train, seed, valid_pct=0.2):
+    "fastai's `RandomSplitter` as `from_df(valid_pct=)` draws it, except that a species it left without a training image gets one back
+    (fastai refuses a validation label it never trained on: the least a user of plain fastai must change on a long tail)"
+    from fastai.data.transforms import RandomSplitter
+    is_valid = np.zeros(len(train), bool); is_valid[RandomSplitter(valid_pct, seed)(train)[1]] = True
+    for species, rows in train.groupby('category_id').indices.items():
+        if is_valid[rows].all(): is_valid[rows[0]] = False
+    return train.assign(is_valid=is_valid)
+
 def plain_fastai_lite0(data, seed, epochs, size, bs, out):
     "fastai's `fine_tune` of the packaged EfficientNet-Lite0, by hand (the kit's loader maps its weights onto timm's model)"
     from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms, vision_learner, accuracy, set_seed
     from herbarium_fastai.learner import load_body_weights, resolve_weights
     from herbarium_fastai.metadata import image_paths, load_metadata
     set_seed(seed, reproducible=True)
-    train = load_metadata(data/'train', cache=False).assign(path=lambda d: image_paths(d))
-    dls = ImageDataLoaders.from_df(train, fn_col='path', label_col='category_id', valid_pct=0.2, seed=seed, item_tfms=Resize(size),
+    train = random_split(load_metadata(data/'train', cache=False).assign(path=lambda d: image_paths(d)), seed)
+    dls = ImageDataLoaders.from_df(train, fn_col='path', label_col='category_id', valid_col='is_valid', item_tfms=Resize(size),
                                    batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)], bs=bs, num_workers=0, path='/')
     learn = vision_learner(dls, 'tf_efficientnet_lite0', pretrained=False, normalize=False, metrics=accuracy, path=out)
     load_body_weights(learn.model, resolve_weights('efficientnet-lite0')[0]); learn.freeze()
@@ -181,10 +190,16 @@ RECIPES = dict(plain=('plain fastai', plain_fastai), kit=('kit default', kit),
 INGREDIENTS = dict(la=('logit-adj.', dict(loss='logit-adjusted')), ls=('label smooth.', dict(loss='label-smoothing')),
                    ema=('EMA 0.99', dict(ema=0.99)), mixup=('MixUp', dict(mixup='mixup')), cutmix=('CutMix', dict(mixup='cutmix')),
                    crt=('cRT 2 ep.', dict(rebalance_epochs=2)), la_ema=('l-a + EMA', dict(loss='logit-adjusted', ema=0.99)),
-                   la_crt=('l-a + cRT', dict(loss='logit-adjusted', rebalance_epochs=2)))
+                   la_crt=('l-a + cRT', dict(loss='logit-adjusted', rebalance_epochs=2)),
+                   arcface=('sub-c. ArcFace', dict(classifier='subcenter-arcface')))
 for key, (title, training) in INGREDIENTS.items():
     RECIPES[f'kit_{key}'] = (f'kit, {title}', functools.partial(kit, predict=KAGGLE, **training))
     RECIPES[f'lite0_{key}'] = (f'lite0, {title}', functools.partial(kit, weights='efficientnet-lite0', predict=KAGGLE, **training))
+# multi-scale TTA (the winners' zoomed centre crops, each with its mirror), τ chosen under the same TTA; and τ chosen under the mirror TTA alone
+MULTI_SCALE = dict(tta=True, tta_scales=[1.15, 1.3], prior_correction=True)
+RECIPES['kit_ms_tta'] = ('kit, ms TTA', functools.partial(kit, predict=MULTI_SCALE, valid_tta=[1, 1.15, 1.3]))
+RECIPES['kit_valid_tta'] = ('kit, τ under TTA', functools.partial(kit, predict=KAGGLE, valid_tta=[1]))
+RECIPES['lite0_ms_tta'] = ('lite0, ms TTA', functools.partial(kit, weights='efficientnet-lite0', predict=MULTI_SCALE, valid_tta=[1, 1.15, 1.3]))
 RECIPES['lite0_kaggle'] = ('lite0, README way', functools.partial(kit, weights='efficientnet-lite0', predict=KAGGLE))
 
 def main():

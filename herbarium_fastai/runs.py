@@ -24,7 +24,7 @@ from .inference import (check_submission, choose_prior_strength, load_model, mod
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
-from .ingredients import WeightAverage, mixing_callbacks, rebalance_classifier, training_loss
+from .ingredients import WeightAverage, mixing_callbacks, rebalance_classifier, training_loss, with_subcenter_arcface
 from .learner import (RunHistory, default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
                                       resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
@@ -139,14 +139,15 @@ def finish_run(learn,       # the trained `Learner`
                out,         # the run folder
                result,      # what `metrics.json` gets (updated with the prior correction and the scores at every rank)
                report=True, # write the run report
+               tta=None,    # the TTA scales τ is chosen under (`TrainingOptions.valid_tta`); None: without TTA
               )->dict:
     "Choose the prior strength and the answer thresholds, write the report, the safe model, model.pkl and metrics.json"
     out, description = Path(out), model_description(learn)
-    valid = validation_pass(learn)  # one streamed pass: τ, the thresholds, the rank scores and the report read it
+    valid = validation_pass(learn, tta=tuple(tta or ()))  # one streamed pass: τ, the thresholds, the rank scores and the report read it
     prior = choose_prior_strength(valid, [0.] if description.balanced_by else None)  # (balanced in training: no second correction)
     description.prior_strength, description.answer_precision = prior['prior_strength'], ANSWER_PRECISION
     description.rank_thresholds = choose_rank_thresholds(valid.roll_up, valid.truth, ANSWER_PRECISION)
-    result['prior_correction'] = {k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}
+    result['prior_correction'] = dict({k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}, tta=tta)
     result['taxonomy'] = dict(validation_rank_scores(valid, taxonomy_tree(description.classes)), thresholds=description.rank_thresholds)
     if report: write_report(learn, out, valid=valid, taxonomy=result['taxonomy'])
     save_safe_model(learn, out)
@@ -184,7 +185,7 @@ def _train(options:TrainingOptions, checkpoint=None, started=None)->dict:
     valid = fit_run(learn, options, dls_for_size, checkpoint, cbs=budget + _tensorboard(options, learn, checkpoint))
     result = _run_result(learn, options, valid, missing_left_out=missing, world_size=world, process_index=process_index,
                          seconds=round(time.time() - start, 1))
-    return finish_run(learn, options.out, result, options.report) if process_index == 0 else result
+    return finish_run(learn, options.out, result, options.report, options.valid_tta) if process_index == 0 else result
 
 # %% ../nbs/06_runs.ipynb #f5a53276
 def _resolved(options:TrainingOptions)->TrainingOptions:
@@ -227,7 +228,7 @@ def _run_learner(options:TrainingOptions, dls, checkpoint=None):
                               path=options.out, taxonomy_heads=options.taxonomy_heads, rank_loss_weight=options.rank_loss_weight,
                               loss_func=training_loss(options.loss, dls, options.logit_adjustment), cbs=mixing_callbacks(options.mixup))
     learn.model_description.balanced_by = 'rebalanced' if options.rebalance_epochs else 'logit-adjusted' if options.loss == 'logit-adjusted' else None
-    return learn
+    return with_subcenter_arcface(learn) if options.classifier == 'subcenter-arcface' else learn
 
 def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=None)->tuple:
     "With a time budget: the options with the epochs planned to fit it (a new run), said in one line, and the callback keeping to it"
@@ -286,7 +287,7 @@ def predict_submission(model=None,   # run folder, model.json, or model.pkl (els
     o = (options or PredictionOptions()).replace(**given, **kwargs)
     test_df = load_metadata(o.data, split='test')
     learn = _prediction_model(o)
-    predictions = predict_metadata(learn, test_df, k=o.k if o.top_k_csv else 1, bs=o.bs, tta=o.tta, prior_strength=_prior_strength(learn, o),
+    predictions = predict_metadata(learn, test_df, k=o.k if o.top_k_csv else 1, bs=o.bs, tta=o.test_time_augmentation, prior_strength=_prior_strength(learn, o),
                                    num_workers=o.workers, rank_source=o.rank_source, ranks=bool(o.top_k_csv))
     sub = submission_frame(predictions)
     check_submission(sub, test_df.image_id.to_numpy())

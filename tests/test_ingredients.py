@@ -1,4 +1,4 @@
-"Training ingredients wired into a whole run: the averaged weights are the model files, retraining the head leaves the body, a balanced model gets no second correction, recipes refused in one line"
+"Training ingredients wired into a whole run: the averaged weights are the model files, retraining the head leaves the body, a balanced model gets no second correction, a sub-center ArcFace model answers alike everywhere, multi-scale TTA, recipes refused in one line"
 import json
 
 import pandas as pd
@@ -16,7 +16,8 @@ def _differs(a, b): return any(not torch.equal(a[k], b[k]) for k in a if a[k].is
 def test_weight_average_is_what_the_model_files_hold(flat_dataset, tmp_path):
     "--ema: model.safetensors holds the average (the checkpoint's model), not the live weights it also keeps; with CutMix on"
     run = tmp_path/'run'
-    result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 2, '--ema', 0.9, '--mixup', 'cutmix', *TINY)
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--epochs', 2, '--ema', 0.9, '--mixup', 'cutmix',
+                         '--valid-tta', '1,1.2', *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     saved, checkpoint = load_file(str(run/'model.safetensors')), torch.load(run/'checkpoints'/'last.pth', weights_only=True)
     assert set(saved) == set(checkpoint['model']) and all(torch.equal(saved[k], checkpoint['model'][k]) for k in saved)
@@ -24,6 +25,9 @@ def test_weight_average_is_what_the_model_files_hold(flat_dataset, tmp_path):
     assert checkpoint['average_steps'] > 0
     config = json.loads((run/'config.json').read_text())['options']
     assert (config['ema'], config['mixup']) == (0.9, 'cutmix')
+    assert json.loads((run/'metrics.json').read_text())['prior_correction']['tta'] == [1., 1.2]  # τ chosen under multi-scale TTA
+    result = run_command('herbarium-predict', run, flat_dataset, '--out', tmp_path/'sub.csv', '--tta-scales', '1.2', '--workers', 0)
+    assert result.returncode == 0 and len(pd.read_csv(tmp_path/'sub.csv')) > 0, result.stderr[-3000:]
 
 def test_rebalancing_retrains_the_head_only(flat_dataset, tmp_path):
     "--rebalance-epochs after a logit-adjusted loss: the body as the last checkpoint left it, the head retrained, no τ chosen, predict works"
@@ -56,3 +60,27 @@ def test_recipes_in_help():
     assert result.returncode == 0
     text = ' '.join(result.stdout.split())
     for name in ('quick', 'long-tail', 'gpu-384'): assert f'{name}:' in text, text[-1500:]
+
+def test_subcenter_arcface_answers_alike_everywhere(flat_dataset, tmp_path):
+    "A sub-center ArcFace model: its pickle (the training learner), its safe files in a fresh process, ONNX and the server give the same top-1"
+    from fastapi.testclient import TestClient
+    from herbarium_fastai.metadata import load_metadata
+    from herbarium_fastai.serve import create_app
+    run = tmp_path/'run'
+    result = run_command('herbarium-train', flat_dataset, '--out', run, '--classifier', 'subcenter-arcface', *TINY, '--epochs', 3, '--lr', 1e-2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run/'model.json').read_text())['head']['classifier'] == dict(kind='subcenter-arcface', subcenters=3, scale=30.)
+    assert run_command('herbarium-export', run, '--onnx').returncode == 0
+    answers = {}
+    for name, extra in [('pickle', [run/'model.pkl', '--trust-pickle']), ('safe', [run]), ('onnx', [run, '--onnx'])]:
+        result = run_command('herbarium-predict', *extra, flat_dataset, '--out', tmp_path/f'{name}.csv', '--workers', 0)
+        assert result.returncode == 0, result.stderr[-3000:]
+        answers[name] = pd.read_csv(tmp_path/f'{name}.csv').set_index('Id').Predicted.to_dict()
+    test = load_metadata(flat_dataset/'test', cache=False)
+    files = [flat_dataset/'test'/f for f in test.file_name]
+    with TestClient(create_app(run)) as client:
+        response = client.post('/identify', files=[('images', (f.name, f.read_bytes(), 'image/jpeg')) for f in files])
+    assert response.status_code == 200, response.text
+    answers['served'] = {i: r['top'][0]['category_id'] for i, r in zip(test.image_id, response.json()['results'])}
+    assert answers['safe'] == answers['pickle'] == answers['onnx'] == answers['served'], answers
+    assert len(set(answers['safe'].values())) > 1                               # (a model that answers, not one species for all)
