@@ -105,8 +105,8 @@ def plain_fastai(data, seed, epochs, size, bs, out):
     return test.image_id.to_numpy(), np.asarray(dls.vocab)[preds.argmax(1).numpy()]
 
 def random_split(train, seed, valid_pct=0.2):
-    "fastai's `RandomSplitter` as `from_df(valid_pct=)` draws it, except that a species it left without a training image gets one back
-    (fastai refuses a validation label it never trained on: the least a user of plain fastai must change on a long tail)"
+    """fastai's `RandomSplitter` as `from_df(valid_pct=)` draws it, except that a species it left without a training image gets
+    one back (fastai refuses a validation label it never trained on: the least a user of plain fastai must change on a long tail)"""
     from fastai.data.transforms import RandomSplitter
     is_valid = np.zeros(len(train), bool); is_valid[RandomSplitter(valid_pct, seed)(train)[1]] = True
     for species, rows in train.groupby('category_id').indices.items():
@@ -198,8 +198,38 @@ for key, (title, training) in INGREDIENTS.items():
 # multi-scale TTA (the winners' zoomed centre crops, each with its mirror), τ chosen under the same TTA; and τ chosen under the mirror TTA alone
 MULTI_SCALE = dict(tta=True, tta_scales=[1.15, 1.3], prior_correction=True)
 RECIPES['kit_ms_tta'] = ('kit, ms TTA', functools.partial(kit, predict=MULTI_SCALE, valid_tta=[1, 1.15, 1.3]))
+RECIPES['kit_crt_ms_tta'] = ('kit, cRT + ms TTA', functools.partial(kit, predict=MULTI_SCALE, rebalance_epochs=2))
+RECIPES['lite0_crt_ms_tta'] = ('lite0, cRT + ms TTA', functools.partial(kit, weights='efficientnet-lite0', predict=MULTI_SCALE, rebalance_epochs=2))
 RECIPES['kit_valid_tta'] = ('kit, τ under TTA', functools.partial(kit, predict=KAGGLE, valid_tta=[1]))
 RECIPES['lite0_ms_tta'] = ('lite0, ms TTA', functools.partial(kit, weights='efficientnet-lite0', predict=MULTI_SCALE, valid_tta=[1, 1.15, 1.3]))
+# the rank heads' variants left unmeasured by issue 12 (bench/RESULTS.md, "Rank heads or not"), each the README way
+def with_late_rank_heads(*args, **kwargs):
+    "Rank heads whose loss counts only once the body trains (not in the frozen epoch)"
+    import herbarium_fastai.taxonomy as T
+    original = T.RankLoss.after_loss
+    def after_loss(self):
+        if any(not p.requires_grad for p in self.learn.model[0].parameters()): return  # the frozen epoch: species loss alone
+        original(self)
+    T.RankLoss.after_loss = after_loss
+    try: return kit(*args, **kwargs)
+    finally: T.RankLoss.after_loss = original
+
+def with_rank_heads_after_batchnorm(*args, **kwargs):
+    "Rank heads on the pooled features after fastai's head's first BatchNorm (not on the raw pooled features)"
+    import herbarium_fastai.taxonomy as T
+    original = T.RankHeads.__init__
+    def init(self, head, tree, features):
+        original(self, head, tree, features)
+        self.cut += 1  # (fastai's create_head: pooling, Flatten, BatchNorm1d, Dropout, Linear, ...)
+    T.RankHeads.__init__ = init
+    try: return kit(*args, **kwargs)
+    finally: T.RankHeads.__init__ = original
+
+HEADS = dict(weights='efficientnet-lite0', predict=KAGGLE, taxonomy_heads=True)
+RECIPES['lite0_heads'] = ('lite0, rank heads', functools.partial(kit, **HEADS))
+RECIPES['lite0_heads01'] = ('lite0, heads w 0.1', functools.partial(kit, **HEADS, rank_loss_weight=0.1))
+RECIPES['lite0_heads_late'] = ('lite0, heads late', functools.partial(with_late_rank_heads, **HEADS))
+RECIPES['lite0_heads_bn'] = ('lite0, heads a. BN', functools.partial(with_rank_heads_after_batchnorm, **HEADS))
 RECIPES['lite0_kaggle'] = ('lite0, README way', functools.partial(kit, weights='efficientnet-lite0', predict=KAGGLE))
 
 def main():
