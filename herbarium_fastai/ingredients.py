@@ -23,7 +23,8 @@ from fastcore.basics import patch
 from timm.utils.model_ema import ModelEmaV3
 
 from .core import HerbariumError
-from .options import CLASSIFIERS, LOSSES, MIXING, TrainingOptions
+from .learner import RunCheckpoint, _final_metrics, _is_frozen
+from .options import LOSSES, MIXING, TrainingOptions
 
 # %% ../nbs/04c_ingredients.ipynb #f83dfb1c
 class LogitAdjustedLoss(CrossEntropyLossFlat):
@@ -98,7 +99,7 @@ def cosine_classifier(model, # fastai's `nn.Sequential(body, head)`, the head en
 def with_subcenter_arcface(learn, # from `herbarium_learner` (DataLoaders from `herbarium_dataloaders`: the class counts)
                            subcenters=3, scale=30.):
     "`learn` with a sub-center ArcFace classifier and its margin loss (dynamic margins from the class counts)"
-    frozen = any(not p.requires_grad for p in get_model(learn.model)[0].parameters())
+    frozen = _is_frozen(learn)
     described = cosine_classifier(learn.model, subcenters, scale)
     learn.loss_func = ArcFaceLoss(dynamic_margins(learn.model_description.class_counts), scale)
     learn.model_description.head = {**learn.model_description.head, 'classifier': described}
@@ -146,7 +147,7 @@ def _hold(self:WeightAverage, which):
         self.live = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.average.module.state_dict())
         for cb in self.learn.cbs:  # the fit's checkpoints keep the live weights too, to resume with
-            if type(cb).__name__ == 'RunCheckpoint': cb.extra = {**(cb.extra or {}), 'live_model': self.live, 'average_steps': self.steps}
+            if isinstance(cb, RunCheckpoint): cb.extra = {**(cb.extra or {}), 'live_model': self.live, 'average_steps': self.steps}
     else: model.load_state_dict(self.live)
     self.holding = which
 
@@ -169,7 +170,7 @@ def rebalance_classifier(learn, # a trained `Learner` from `herbarium_learner`
                          lr=1e-3,  # the head's maximum learning rate (one-cycle)
                          cbs=None, # more callbacks for the fit (e.g. the run's history)
                         ):
-    "Retrain `learn`'s head with class-balanced sampling, the body frozen (cRT); returns the final validation loss and metrics"
+    "Retrain `learn`'s head with class-balanced sampling, the body frozen (cRT); returns the final validation loss, metrics and `lr`"
     model, loss, train = get_model(learn.model), learn.loss_func, learn.dls.train
     trainable = [p.requires_grad for p in model[0].parameters()]
     for p in model[0].parameters(): p.requires_grad_(False); p.grad = None  # (fastai's optimizer steps every parameter with a gradient, even a zero one)
@@ -178,4 +179,4 @@ def rebalance_classifier(learn, # a trained `Learner` from `herbarium_learner`
     finally:
         learn.dls.loaders[0], learn.loss_func = train, loss
         for p, was in zip(model[0].parameters(), trainable): p.requires_grad_(was)
-    return dict(zip(['valid_loss'] + [m.name for m in learn.metrics], map(float, learn.recorder.values[-1][1:])))
+    return _final_metrics(learn, lr)

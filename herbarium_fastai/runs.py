@@ -127,7 +127,7 @@ def fit_run(learn,              # from `herbarium_learner`
                               resume=checkpoint, cbs=(cbs or []) + _weight_average(options, checkpoint))
         if not options.rebalance_epochs: return valid
         history = [RunHistory(out/'history.csv', epoch_offset=options.freeze_epochs + options.epochs)]  # (after the run's epochs)
-        return dict(rebalance_classifier(learn, options.rebalance_epochs, valid['lr'], cbs=history), lr=valid['lr'])
+        return rebalance_classifier(learn, options.rebalance_epochs, valid['lr'], cbs=history)
 
 def _weight_average(options:TrainingOptions, checkpoint=None)->list:
     "With `--ema`: the callback averaging the weights (a resumed run's live weights and average steps from its checkpoint)"
