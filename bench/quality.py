@@ -16,8 +16,9 @@ Data sets, each in the Kaggle 2021 layout with its own test split and labels:
 Recipes (the same epochs in total; horizontal flips in all three):
 - `plain fastai`: `ImageDataLoaders.from_df` (random 20% validation, `Resize(size)`, `aug_transforms()`),
   `vision_learner(resnet34, pretrained=False)`, `lr_find().valley`, `fit_one_cycle(epochs, lr)`;
-- `kit default`: `herbarium_fastai.runs.train_run_folder(..., pretrained=False)` with the kit's defaults, then
-  `predict_submission` (what `herbarium-train DATA --no-pretrained` + `herbarium-predict` do);
+- `kit default`: `herbarium_fastai.runs.train_run_folder(..., pretrained=False)` with 0.3's defaults (the `quick`
+  recipe: no rebalancing; 0.4's default rebalances, which is `kit_crt` below), then `predict_submission` (what
+  `herbarium-train DATA --no-pretrained --recipe quick` + `herbarium-predict` do);
 - `kit lite0`: the same with `weights='efficientnet-lite0'` (1 frozen epoch + epochs-1).
 Printed: test macro F1 mean ± sd over the seeds, and the mean wall time of a run, side by side.
 
@@ -133,6 +134,7 @@ def kit(data, seed, epochs, size, bs, out, weights=None, predict=None, **trainin
     "What `herbarium-train` and `herbarium-predict` run (`training`: more training options; `predict`: prediction options)"
     from herbarium_fastai.runs import predict_submission, train_run_folder
     options = dict(weights=weights, epochs=epochs - 1) if weights else dict(pretrained=False, epochs=epochs)
+    training = dict(rebalance_epochs=0, **training) if 'rebalance_epochs' not in training else training  # 0.3's training unless a recipe rebalances
     train_run_folder(data, out, size=size, bs=bs, seed=seed, workers=0, report=False, **options, **training)
     predict_submission(out, data, out/'submission.csv', bs=bs, workers=0, **(predict or {}))
     sub = pd.read_csv(out/'submission.csv')

@@ -115,14 +115,21 @@ def _training_defaults(demo=False, pretrained=True)->TrainingOptions:
     "The options a run starts from: a real run's, or with `--demo` the demo's (fine-tuned, or from scratch)"
     return (DEMO_FINE_TUNING if pretrained else DEMO_FROM_SCRATCH) if demo else TRAINING
 
+def _as_flags(values:dict)->str:
+    "Options as command-line flags"
+    return ' '.join(f"--{'no-' if v is False else ''}{k.replace('_', '-')}{'' if isinstance(v, bool) else f' {v}'}" for k, v in values.items())
+
 def _flags(options:TrainingOptions)->str:
     "The options where `options` differ from a real run's, as flags"
-    changed = {k: v for k, v in options.to_dict().items() if v != getattr(TRAINING, k)}
-    return ' '.join(f"--{'no-' if v is False else ''}{k.replace('_', '-')}{'' if isinstance(v, bool) else f' {v}'}" for k, v in changed.items())
+    return _as_flags({k: v for k, v in options.to_dict().items() if v != getattr(TRAINING, k)})
+
+def _recipe(name:str, changes:dict)->str:
+    "A recipe for `--help`: its name, whether it is the defaults, the options it sets"
+    return f"{name}{' (the defaults)' if TRAINING.replace(**changes) == TRAINING else ''}: {_as_flags(changes)}"
 
 _DEMO_DEFAULTS = f"--demo trains as if given {_flags(DEMO_FINE_TUNING)}; --demo --no-pretrained as if given {_flags(DEMO_FROM_SCRATCH)}."
 _RECIPES = "Recipes (--recipe NAME, an option given beside it overriding the recipe's): " + '; '.join(
-    f"{name}: {_flags(TRAINING.replace(**changes)) or 'the defaults'}" for name, changes in RECIPES.items()) + '.'
+    _recipe(name, changes) for name, changes in RECIPES.items()) + '.'
 
 # %% ../nbs/07_cli.ipynb #35df348f
 @command('herbarium-train', TrainingOptions, positional=dict(data='?'), epilog=f'{_DEMO_DEFAULTS} {_RECIPES}')

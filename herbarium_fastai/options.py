@@ -111,13 +111,13 @@ class TrainingOptions(Options):
     max_per_species:int|None=None  # keep at most this many images of each species
     taxonomy_heads:bool=False      # also learn each species' genus, family and order (a linear head each, beside the species head)
     rank_loss_weight:float=0.5     # with --taxonomy-heads: each higher rank's cross-entropy weight in the loss
-    recipe:str|None=None           # a named recipe (RECIPES: quick, long-tail, gpu-384) the other options start from; those given with it override it
+    recipe:str|None=None           # a named recipe (RECIPES: long-tail = the defaults, quick, gpu-384) the other options start from; those given with it override it
     loss:str='cross-entropy'       # cross-entropy, label-smoothing (ε 0.1), or logit-adjusted (τ·log prior added to the logits in training: scores balanced over species)
     logit_adjustment:float=1.0     # with --loss logit-adjusted: τ, the shift's strength (1: the balanced softmax)
     classifier:str='linear'        # linear (fastai's head), or subcenter-arcface (cosines to 3 centres a species, trained with margins larger for rarer species)
     mixup:str|None=None            # mixup or cutmix in training (fastai's MixUp(0.4), CutMix(1.0))
     ema:float|None=None            # keep an average of the weights at this decay, e.g. 0.999 (timm's ModelEmaV3, with warm-up): the average is validated, checkpointed and exported
-    rebalance_epochs:int=0         # after training: epochs retraining the head alone with every species drawn equally often, the body frozen (cRT)
+    rebalance_epochs:int=2         # after training: epochs retraining the head alone with every species drawn equally often, the body frozen (cRT; 0: none)
     valid_tta:list|None=None       # choose τ of the prior correction under the TTA herbarium-predict will use: 1 for --tta, 1,1.15,1.3 for --tta-scales 1.15,1.3
     report:bool=True               # the run report: show_batch, per-family scores, confusions (--no-report: skip the report)
     checkpoint_every:str='5m'      # at most one checkpoint (checkpoints/last.pth) in this time, and one after the last epoch; 0: after every epoch
@@ -146,8 +146,8 @@ MIXING = ('mixup', 'cutmix')  # the image mixing of `--mixup` (`ingredients.mixi
 CLASSIFIERS = ('linear', 'subcenter-arcface')  # the head's last layer (`ingredients.with_subcenter_arcface`)
 
 RECIPES = {  # name -> the options it sets (bench/RESULTS.md, "Training ingredients": what each measured)
-    'quick': {},  # the defaults: cross-entropy, no average, no mixing, no rebalancing (0.3's training)
-    'long-tail': dict(rebalance_epochs=2),  # the head retrained on balanced batches after training: ahead on the sheets, within the spread on digits
+    'long-tail': dict(rebalance_epochs=2),  # the defaults: the head retrained on balanced batches after training (ahead on the sheets, within the spread on digits)
+    'quick': dict(rebalance_epochs=0),  # 0.3's training: cross-entropy, no average, no mixing, no rebalancing
     'gpu-384': dict(size=384, rebalance_epochs=2),  # a real GPU run: the long-tail recipe at the Herbarium 2022 winners' 384 px
 }
 
@@ -184,6 +184,7 @@ def training_options_from_config(options:dict, # the `options` of a run's config
                                 )->TrainingOptions:
     "The `TrainingOptions` a run's config.json recorded (0.1-0.3 layouts upgraded)"
     values = dict(options)
+    values.setdefault('rebalance_epochs', 0)                                   # before 0.4: no rebalancing (now the default)
     if 'num_workers' in values: values['workers'] = values.pop('num_workers')  # before 0.2
     values.update(values.pop('subset', None) or {})                            # before 0.4: one dict
     values.pop('resume', None)                                                 # (never an option of the run itself)

@@ -25,8 +25,8 @@ from .inference import (check_submission, choose_prior_strength, load_model, mod
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
 from .ingredients import WeightAverage, mixing_callbacks, rebalance_classifier, training_loss, with_subcenter_arcface
-from .learner import (RunHistory, default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner, load_checkpoint,
-                                      resolve_weights, train_learner)
+from .learner import (RunHistory, _save, default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner,
+                                      load_checkpoint, resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
 from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions, given_options, parse_duration,
                                       training_options_from_config)
@@ -125,9 +125,19 @@ def fit_run(learn,              # from `herbarium_learner`
                               freeze_epochs=options.freeze_epochs, sizes=options.sizes, dls_for_size=dls_for_size,
                               accumulate=options.accumulate, checkpoint_every=options.checkpoint_every,
                               resume=checkpoint, cbs=(cbs or []) + _weight_average(options, checkpoint))
-        if not options.rebalance_epochs: return valid
-        history = [RunHistory(out/'history.csv', epoch_offset=options.freeze_epochs + options.epochs)]  # (after the run's epochs)
-        return rebalance_classifier(learn, options.rebalance_epochs, valid['lr'], cbs=history)
+        return _rebalance(learn, options, valid, checkpoint)
+
+def _rebalance(learn, options:TrainingOptions, valid:dict, checkpoint=None)->dict:
+    "With `--rebalance-epochs`: cRT after training, recorded in `last.pth` so that resuming the finished run does not repeat it"
+    epochs, out, trained = options.rebalance_epochs, Path(options.out), options.freeze_epochs + options.epochs
+    if not epochs or (checkpoint or {}).get('rebalanced') == epochs: return valid  # (resumed after it: the checkpoint holds its weights)
+    valid = rebalance_classifier(learn, epochs, valid['lr'], cbs=[RunHistory(out/'history.csv', epoch_offset=trained)])
+    last = out/'checkpoints'/'last.pth'
+    if not rank_distrib() and last.exists():
+        state = load_checkpoint(last)
+        if state['epoch'] == trained:  # (a run a time budget ended early resumes its training, then rebalances again)
+            _save({**state, 'model': get_model(learn.model).state_dict(), 'epoch': trained + epochs, 'rebalanced': epochs}, last)
+    return valid
 
 def _weight_average(options:TrainingOptions, checkpoint=None)->list:
     "With `--ema`: the callback averaging the weights (a resumed run's live weights and average steps from its checkpoint)"
@@ -237,6 +247,7 @@ def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=No
     budget, times, params = parse_duration(options.time_budget), measure_steps(learn), sum(p.numel() for p in learn.model.parameters())
     step = times.step
     finish = len(learn.dls.valid) * step / 3 + times.start + 5 + params * 4 * 3 / 100e6  # the validation pass, the report, the model files
+    finish += options.rebalance_epochs * ((len(learn.dls.train) + len(learn.dls.valid)) * step / 3 + 2 * times.start)  # cRT: forward passes
     if checkpoint is None:  # (a resumed run keeps its schedule: the budget only ends it early)
         plan = plan_epochs(budget - (time.time() - started), step, len(learn.dls.train), len(learn.dls.valid), options.freeze_epochs,
                            options.sizes, lr_find_steps=options.lr_find_iters if options.lr is None else 0, max_epochs=options.epochs,

@@ -57,7 +57,7 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
                  'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md', 'checkpoints/last.pth',
                  'checkpoints/best.pth']: assert (run/name).stat().st_size > 0, name
     assert list(pd.read_csv(run/'family_scores.csv').columns) == ['family', 'images', 'accuracy', 'macro_f1']
-    assert len(pd.read_csv(run/'history.csv')) == 5
+    assert len(pd.read_csv(run/'history.csv')) == 5 + 2                         # 5 epochs, then the default 2 rebalancing the classifier
     sub_file = tmp_path/'submission.csv'
     result = run_command('herbarium-predict', run, flat_dataset, '--out', sub_file, '--bs', 16, '--workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -38,7 +38,8 @@ def assert_trained(run, epochs):
 def _env(): return {**os.environ, 'MPLBACKEND': 'Agg', 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 def test_killed_run_resumes_to_the_planned_epochs(flat_dataset, tmp_path):
-    "SIGKILL after the first checkpoint (one after every epoch: --checkpoint-every 0), then --resume: every epoch in history.csv once, and a final model"
+    """SIGKILL after the first checkpoint (one after every epoch: --checkpoint-every 0), then --resume: every epoch in history.csv
+    once, the default two rebalancing epochs after them, recorded in last.pth, and a final model"""
     run, epochs = tmp_path/'run', 4
     args = train_line(flat_dataset, '--out', run, '--epochs', epochs, '--checkpoint-every', '0', *TINY)
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
@@ -53,9 +54,10 @@ def test_killed_run_resumes_to_the_planned_epochs(flat_dataset, tmp_path):
     result = train('--resume', run)
     assert result.returncode == 0, result.stderr[-3000:]
     history = pd.read_csv(run/'history.csv')
-    assert history.epoch.tolist() == list(range(epochs))
+    assert history.epoch.tolist() == list(range(epochs + 2))
     assert (run/'model.pkl').stat().st_size > 0
-    assert torch.load(checkpoint, weights_only=True)['epoch'] == epochs
+    last = torch.load(checkpoint, weights_only=True)
+    assert (last['epoch'], last['rebalanced']) == (epochs + 2, 2)
     config = json.loads((run/'config.json').read_text())
     assert config['options']['epochs'] == epochs and config['resumed'][0]['epoch'] == done
     assert not list(run.rglob('.*.partial*'))                                   # no temporary file left behind
@@ -74,7 +76,7 @@ def test_weights_file_offline(flat_dataset, tmp_path):
     run = tmp_path/'run'
     result = train(flat_dataset, '--out', run, '--arch', 'resnet18', '--weights', tmp_path/'resnet18.safetensors',
                          '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 16, '--lr', 1e-3, '--workers', 0,
-                         '--no-report', env=dict(HF_HUB_OFFLINE='1'))
+                         '--no-report', '--recipe', 'quick', env=dict(HF_HUB_OFFLINE='1'))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((run/'metrics.json').read_text())['weights_report']
     assert report['loaded'] == len(state) - 2 and report['missing'] == [] and report['classifier_left_out'] == ['fc.bias', 'fc.weight']
@@ -114,7 +116,7 @@ def test_two_processes_with_accelerate(eight_species, tmp_path):
     assert json.loads(processes['process 0']) == json.loads(processes['process 1'])  # same metrics and same model weights
     metrics = json.loads((run/'metrics.json').read_text())
     assert metrics['world_size'] == 2 and metrics['process_index'] == 0
-    assert_trained(run, 2)                                                      # one writer: each epoch logged once
+    assert_trained(run, 2 + 2)                                                  # one writer: each epoch logged once (+ 2 rebalancing)
     assert (run/'model.pkl').exists() and not list(run.rglob('.*.partial*'))
     assert 'batch size 64 lowered to 28' in result.stderr                      # 56 images: 28 for each process
     assert json.loads((run/'config.json').read_text())['options']['bs'] == 28
@@ -125,11 +127,11 @@ def test_set_smaller_than_a_batch(eight_species, tmp_path):
     result = train(eight_species, '--out', run, *SMALL_SET)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'note: batch size 64 lowered to 56: the training split has 56 images' in result.stderr
-    assert_trained(run, 2)
+    assert_trained(run, 2 + 2)                                                  # (+ the default 2 epochs rebalancing the classifier)
     config = json.loads((run/'config.json').read_text())
     assert config['options']['bs'] == 56 and config['bs_asked'] == 64
     before = pd.read_csv(run/'history.csv')
-    result = train('--resume', run)                                             # a finished run: validated and exported again
+    result = train('--resume', run)                                             # a finished run: validated and exported again, not rebalanced again
     assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(run/'history.csv'), before)
 
@@ -150,7 +152,7 @@ def test_packaged_weights_offline(flat_dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run/'metrics.json').read_text())
     assert metrics['arch'] == 'tf_efficientnet_lite0' and metrics['weights_report']['matched_by'] == 'order'
-    assert len(pd.read_csv(run/'history.csv')) == 2                              # the head alone first, then every layer
+    assert len(pd.read_csv(run/'history.csv')) == 2 + 2                          # the head alone first, then every layer, then 2 rebalancing
     assert 'note: no GPU' in result.stderr and 'note: about ' in result.stderr    # a CPU run says what it will cost
     refused = train(flat_dataset, '--out', tmp_path/'other', '--weights', 'efficientnet-lite0', '--arch', 'resnet34')
     assert refused.returncode == 2 and 'are for --arch tf_efficientnet_lite0' in refused.stderr, refused.stderr[-2000:]
@@ -201,7 +203,7 @@ def test_time_budget_plans_the_epochs_and_tensorboard_logs_them(flat_dataset, tm
     assert 'budget 10m: 3 epochs at 32 px' in result.stderr                   # --epochs caps what the budget allows
     options = json.loads((run/'config.json').read_text())['options']
     assert (options['epochs'], options['time_budget']) == (3, '10m')
-    assert_trained(run, 3)
+    assert_trained(run, 3 + 2)                                                  # (+ 2 rebalancing: not in the budget's plan line)
     events = EventAccumulator(str(run/'tensorboard')); events.Reload()
     losses = events.Scalars('train_loss')
     steps = [e.step for e in losses]
