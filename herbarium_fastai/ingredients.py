@@ -23,7 +23,7 @@ from fastcore.basics import patch
 from timm.utils.model_ema import ModelEmaV3
 
 from .core import HerbariumError
-from .learner import RunCheckpoint, _final_metrics, _is_frozen
+from .learner import _final_metrics, _is_frozen
 from .options import LOSSES, MIXING, TrainingOptions
 
 # %% ../nbs/04c_ingredients.ipynb #f83dfb1c
@@ -146,10 +146,13 @@ def _hold(self:WeightAverage, which):
     if which == 'average':
         self.live = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.average.module.state_dict())
-        for cb in self.learn.cbs:  # the fit's checkpoints keep the live weights too, to resume with
-            if isinstance(cb, RunCheckpoint): cb.extra = {**(cb.extra or {}), 'live_model': self.live, 'average_steps': self.steps}
     else: model.load_state_dict(self.live)
     self.holding = which
+
+@patch
+def checkpoint_state(self:WeightAverage)->dict:
+    "What `RunCheckpoint` keeps of the average in `last.pth`, beside the model it holds: the live weights and the steps"
+    return dict(live_model=self.live, average_steps=self.steps) if self.holding == 'average' else {}
 
 # %% ../nbs/04c_ingredients.ipynb #b3285f0f
 def balanced_train_dl(dls, # fastai DataLoaders from `herbarium_dataloaders`

@@ -206,10 +206,13 @@ class RunCheckpoint(TrackerCallback):
         if not due: return
         self._write_best()
         _save(dict(model=model, opt=_plain(self.learn.opt.state_dict()), epoch=epoch, phase=self.phase,
-                   phase_epoch=self.epoch + 1, best=float(self.best), monitor=self.monitor, **(self.extra or {})),
-              Path(self.folder)/'last.pth')
+                   phase_epoch=self.epoch + 1, best=float(self.best), monitor=self.monitor, **(self.extra or {}),
+                   **self._callback_states()), Path(self.folder)/'last.pth')
         self.written = time.time()
     def after_fit(self): self._write_best()
+    def _callback_states(self)->dict:
+        "What the fit's other callbacks keep in `last.pth` (their `checkpoint_state()`)"
+        return {k: v for cb in self.learn.cbs if hasattr(cb, 'checkpoint_state') for k, v in cb.checkpoint_state().items()}
 
     def _due(self)->bool:
         "Whether `last.pth` is written after this epoch"
