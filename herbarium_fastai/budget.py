@@ -60,11 +60,12 @@ class BudgetPlan:
     finish_seconds:float  # the validation pass, the report and the export after training
     epoch_seconds:float   # one epoch at the first size
 
-    def line(self, budget:str, size:int, freeze_epochs:int=0)->str:
+    def line(self, budget:str, size:int, freeze_epochs:int=0, rebalance_epochs:int=0)->str:
         "The plan in one line: `budget 8h: 6 epochs at 224 px, ~7 h 20 min, export ~5 min`"
         frozen = f" (after {freeze_epochs} frozen)" if freeze_epochs else ''
+        finish = f"{rebalance_epochs} rebalancing + export" if rebalance_epochs else 'export'
         return (f"budget {budget}: {self.epochs} epoch{'s' if self.epochs != 1 else ''} at {size} px{frozen}, "
-                f"~{format_duration(self.train_seconds)}, export ~{format_duration(self.finish_seconds)}")
+                f"~{format_duration(self.train_seconds)}, {finish} ~{format_duration(self.finish_seconds)}")
 
 # %% ../nbs/04b_budget.ipynb #d34f3488
 def plan_epochs(available:float,    # seconds left for the whole run

@@ -254,7 +254,7 @@ def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=No
                            epoch_overhead=2 * times.start + params * 4 * 4 / 200e6, finish_seconds=finish,  # (2 DataLoaders, a checkpoint)
                            budget=options.time_budget)
         options = options.replace(epochs=plan.epochs)
-        print(plan.line(options.time_budget, options.sizes[0], options.freeze_epochs), file=sys.stderr, flush=True)
+        print(plan.line(options.time_budget, options.sizes[0], options.freeze_epochs, options.rebalance_epochs), file=sys.stderr, flush=True)
     return options, [TimeBudget(started + budget, reserve=finish, budget=options.time_budget)]
 
 def _tensorboard(options:TrainingOptions, learn, checkpoint=None)->list:
