@@ -7,6 +7,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # metadata caches of the tests' throwaway datasets go to a throwaway folder, in this process and its children
 os.environ['HERBARIUM_CACHE'] = tempfile.mkdtemp(prefix='herbarium-test-cache-')
+# under pytest-xdist (`-n 2`), each worker and the commands it runs get their share of the cores: torch's default of
+# one thread a core in every worker oversubscribes the CPU (lite0's convolutions ran several times slower so)
+if 'PYTEST_XDIST_WORKER_COUNT' in os.environ:
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(1, len(os.sched_getaffinity(0)) // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))))
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 def _entry_points():
     "command name -> (module, function), from settings.ini's console_scripts"
