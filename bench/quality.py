@@ -134,7 +134,7 @@ def kit(data, seed, epochs, size, bs, out, weights=None, predict=None, **trainin
     "What `herbarium-train` and `herbarium-predict` run (`training`: more training options; `predict`: prediction options)"
     from herbarium_fastai.runs import predict_submission, train_run_folder
     options = dict(weights=weights, epochs=epochs - 1) if weights else dict(pretrained=False, epochs=epochs)
-    training = dict(rebalance_epochs=0, **training) if 'rebalance_epochs' not in training else training  # 0.3's training unless a recipe rebalances
+    training = {'rebalance_epochs': 0, **training}  # 0.3's training unless a recipe rebalances
     train_run_folder(data, out, size=size, bs=bs, seed=seed, workers=0, report=False, **options, **training)
     predict_submission(out, data, out/'submission.csv', bs=bs, workers=0, **(predict or {}))
     sub = pd.read_csv(out/'submission.csv')
