@@ -29,6 +29,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 onnx_requirements = (cfg.get('onnx_requirements') or '').split()
 tensorboard_requirements = (cfg.get('tensorboard_requirements') or '').split()
+test_requirements = (cfg.get('test_requirements') or '').split()
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -42,8 +43,8 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'onnx': onnx_requirements, 'tensorboard': tensorboard_requirements,
-                     'dev': dev_requirements + onnx_requirements + tensorboard_requirements },
+    extras_require={ 'onnx': onnx_requirements, 'tensorboard': tensorboard_requirements, 'test': test_requirements,
+                     'dev': dev_requirements + test_requirements + onnx_requirements + tensorboard_requirements },
     package_data = { cfg['lib_name']: ['static/*'] },  # the page of herbarium-serve
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],

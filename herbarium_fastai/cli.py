@@ -7,12 +7,11 @@ __all__ = ['SERVER_PACKAGES', 'command_parser', 'command', 'synth_command', 'tra
            'check_command', 'resize_command', 'serve_command']
 
 # %% ../nbs/07_cli.ipynb #7671c29a
-import argparse, errno, json, os, re, sys, time, typing, warnings
+import argparse, errno, inspect, json, os, re, sys, time, typing, warnings
 from contextlib import contextmanager
 from dataclasses import fields
 
 from fastcore.docments import docments
-from fastcore.script import Param
 
 from .core import HerbariumError, cpu_count, one_line_message, require_packages
 from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, RECIPES, TRAINING, PredictionOptions, ServeOptions,
@@ -23,13 +22,10 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', ca
 
 # %% ../nbs/07_cli.ipynb #52dee09e
 def _add_parameter(parser, name, doc):
-    "An argument for the parameter `name` of a function, from its docment (fastcore's `Param` with hyphens)"
-    param = doc.anno if isinstance(doc.anno, Param) else Param(doc.docment, doc.anno)
-    param.set_default(doc.default)
-    if param.action in ('store_true', 'store_false'): param.help = doc.docment  # a switch: its help says what it does
-    kwargs = param.kwargs
-    if param.opt: kwargs['dest'] = name
-    parser.add_argument(f"{param.pre}{'no-' if param.negated else ''}{name.replace('_', '-') if param.opt else name}", **kwargs)
+    "An argument for the parameter `name` of a function, made as an options field's: positional where it has no default"
+    # fastcore 1's `script.Param` did this before; fastcore 2 removed it, and one way for parameters and fields is simpler
+    required = doc.default is inspect.Parameter.empty
+    _add_field(parser, name, doc.anno, None if required else doc.default, doc.docment, {name: None} if required else {})
 
 def command_parser(func,           # a function with docments: each parameter becomes an argument
                    prog=None,      # the command's name
@@ -37,7 +33,7 @@ def command_parser(func,           # a function with docments: each parameter be
                    positional={},  # fields of `options` given without a flag: name -> argparse's `nargs` (`None`: required, `'?'`: optional)
                    epilog=None,    # text after the options in `--help`
                   )->argparse.ArgumentParser:
-    "An `ArgumentParser` for `func` (and `options`), as fastcore's `anno_parser` makes it, with `--some-option` for `some_option`"
+    "An `ArgumentParser` for `func` (and `options`), with `--some-option` for `some_option`"
     parser = argparse.ArgumentParser(prog=prog, description=func.__doc__, epilog=epilog)
     for name, (kind, default, comment) in (options.documented() if options else {}).items():
         _add_field(parser, name, kind, default, comment, positional)

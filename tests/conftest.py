@@ -1,4 +1,5 @@
-import configparser, os, subprocess, sys, tempfile
+import configparser, os, socket, subprocess, sys, tempfile, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,31 @@ def assert_clean_failure(result, *words):
     assert len(lines) == 1, result.stderr
     assert 'Traceback' not in result.stderr
     for w in words: assert w in lines[0], (w, lines[0])
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@contextmanager
+def serving(run, *options, program=None):
+    "`herbarium-serve RUN *options` (or `program RUN *options`) in a subprocess on a free loopback port, once it answers: (base URL, process)"
+    import httpx
+    port = free_port()
+    command = [str(program), str(run), '--port', str(port), *map(str, options)] if program else command_line('herbarium-serve', run, '--port', port, *options)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
+    url = f'http://127.0.0.1:{port}'
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(f'{url}/health', timeout=2).status_code == 200: break
+        except httpx.TransportError: pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill(); pytest.fail(f'the server did not start: {process.communicate()[1][-3000:]}')
+        time.sleep(0.25)
+    try: yield url, process
+    finally:
+        process.terminate()
+        try: process.wait(20)
+        except subprocess.TimeoutExpired: process.kill()
 
 # a valid Herbarium 2021 train metadata file of one image, for tests that break it one way at a time
 GOOD = dict(images=[dict(id=10, width=32, height=48, file_name='images/000/05/10.jpg', license=0)],

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import ROOT, command_line, run_command
+from conftest import ROOT, command_line, free_port, run_command, serving
 from herbarium_fastai.inference import load_safe_model, predict_images
 from herbarium_fastai.onnx_model import export_onnx_model
 from herbarium_fastai.core import HerbariumError
@@ -263,30 +263,6 @@ def test_concurrent_requests_share_a_forward_pass_and_the_loop_stays_free(run, s
     assert (batcher.batches, batcher.jobs, batcher.largest) == (2, 7, 6)
 
 # ---------------------------------------------------------------- the command, a real server, the load test, the browser
-
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-@contextmanager
-def serving(run, *options):
-    "`herbarium-serve RUN *options` in a subprocess on a free loopback port, once it answers: (base URL, process)"
-    port = free_port()
-    process = subprocess.Popen(command_line('herbarium-serve', run, '--port', port, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, 'MPLBACKEND': 'Agg'})
-    url = f'http://127.0.0.1:{port}'
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f'{url}/health', timeout=2).status_code == 200: break
-        except httpx.TransportError: pass
-        if process.poll() is not None or time.time() > deadline:
-            process.kill(); pytest.fail(f'the server did not start: {process.communicate()[1][-3000:]}')
-        time.sleep(0.25)
-    try: yield url, process
-    finally:
-        process.terminate()
-        try: process.wait(20)
-        except subprocess.TimeoutExpired: process.kill()
 
 @pytest.fixture(scope='module')
 def server(run):

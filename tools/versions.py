@@ -5,7 +5,8 @@ Run by the README's test command (and so by .ci/run) before the tests. Reads pac
 from importlib.metadata import PackageNotFoundError, version
 
 PACKAGES = ('herbarium_fastai', 'fastai', 'fastcore', 'nbdev', 'execnb', 'timm', 'torch', 'torchvision', 'pandas', 'pyarrow',
-            'msgspec', 'pillow', 'numpy', 'accelerate', 'safetensors', 'plum-dispatch', 'scikit-learn', 'pytest')
+            'msgspec', 'pillow', 'numpy', 'accelerate', 'safetensors', 'plum-dispatch', 'scikit-learn', 'matplotlib',
+            'fastapi', 'starlette', 'uvicorn', 'python-multipart', 'onnx', 'onnxruntime', 'pytest')
 
 def installed(name):
     try: return version(name)
