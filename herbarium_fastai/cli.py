@@ -160,7 +160,8 @@ def predict_command(given:dict, # the options given on the command line: fields 
     from herbarium_fastai.runs import predict_submission
     options = PredictionOptions(**given)
     scores = predict_submission(options=options)
-    print(f"submission: {options.out}" + (f"\ntop-{options.k}: {options.top_k_csv}" if options.top_k_csv else ''))
+    print(f"submission: {options.out}" + (f"\ntop-{options.k}: {options.top_k_csv}" if options.top_k_csv else '')
+          + (f"\nDarwin Core: {options.darwin_core}" if options.darwin_core else ''))
     if scores: print(json.dumps(scores, indent=2))
 
 # %% ../nbs/07_cli.ipynb #2e47bdcf

@@ -265,15 +265,17 @@ def find_learning_rate(learn,       # the `Learner` to probe (its weights are re
     # the digits of bench/quality.py: lr 1e-3, macro F1 0.84) where 100 steps find 2.5e-3 and 0.94 (bench/RESULTS.md).
     # (on a set smaller than the probe, lr_find restarts the DataLoader's workers every epoch: neither
     # `persistent_workers` nor loading in this process was measured faster, bench/workers.py)
-    suggestion = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(valley, minimum))
+    suggestion = learn.lr_find(num_it=num_it, show_plot=plot is not None, suggest_funcs=(valley, minimum))
     models = Path(learn.path)/learn.model_dir  # lr_find saves and removes its temporary weights there
     if models.is_dir() and not any(models.iterdir()): models.rmdir()
-    if plot is not None:
-        learn.recorder.plot_lr_find()
+    lr = float(max(suggestion.valley, suggestion.minimum / 10))
+    if plot is not None:  # fastai's plot, its suggestions marked, and the rate the run takes
         figure = plt.gcf()
+        figure.axes[0].axvline(lr, color='black', linestyle='--', linewidth=1, label=f'used: {lr:.1e}')
+        figure.axes[0].legend(loc='best')
         try: write_atomically(plot, lambda f: figure.savefig(f, dpi=100, bbox_inches='tight'))
         finally: plt.close(figure)
-    return float(max(suggestion.valley, suggestion.minimum / 10))
+    return lr
 
 # %% ../nbs/04_learner.ipynb #9feabc88
 class RunEstimate(Callback):

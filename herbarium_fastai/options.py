@@ -214,6 +214,7 @@ class PredictionOptions(Options):
     out:str='submission.csv'     # the submission CSV to write
     top_k_csv:str|None=None      # also write the top-k species of each image, with names, to this CSV
     k:int=5                      # species per image in the top-k CSV
+    darwin_core:str|None=None    # also write Darwin Core identifications (one row per image, UTF-8 CSV) to this file
     tta:bool=False               # test-time augmentation: average with the mirror image
     tta_scales:list|None=None    # multi-scale TTA (implies --tta): also zoomed-in centre crops at these scales, each with its mirror, e.g. 1.15,1.3
     prior_correction:bool=False  # shift scores by the training class frequencies (strength chosen on validation)
@@ -224,7 +225,7 @@ class PredictionOptions(Options):
     onnx:bool=False              # run model.onnx with onnxruntime on the CPU (write it with herbarium-export RUN --onnx)
 
     def __post_init__(self):
-        for name in ('model', 'data', 'out', 'top_k_csv'):
+        for name in ('model', 'data', 'out', 'top_k_csv', 'darwin_core'):
             if getattr(self, name) is not None: setattr(self, name, str(getattr(self, name)))
         for name in ('k', 'bs'): _check(name, getattr(self, name) >= 1, '1 or more', getattr(self, name))
         self.tta_scales = comma_list(self.tta_scales, float)

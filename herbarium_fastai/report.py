@@ -4,16 +4,19 @@
 
 # %% auto #0
 __all__ = ['REPORT_FILES', 'valid_predictions', 'species_scores', 'family_scores', 'confused_pairs', 'plot_history',
-           'save_show_batch', 'write_report']
+           'save_show_batch', 'plot_identification', 'write_report']
 
 # %% ../nbs/08_report.ipynb #4dda2fbb
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
 
 from .core import write_atomically, write_csv
-from .inference import validation_pass
+from .inference import grad_cam, predict_images, validation_pass
 
 # %% ../nbs/08_report.ipynb #6a694909
 def valid_predictions(learn,     # a trained `Learner` whose `dls.valid` holds metadata rows (`herbarium_dataloaders`)
@@ -27,7 +30,14 @@ def valid_predictions(learn,     # a trained `Learner` whose `dls.valid` holds m
     return rows.assign(predicted=valid.predicted_ids)
 
 # %% ../nbs/08_report.ipynb #b8ba4cda
+def _names(frame, classes=None)->pd.DataFrame:
+    "`species` and `family` by category id: from the model's `classes` (every species it can predict), else from `frame`'s rows"
+    # (a predicted species need not be among the validation rows: at 64,500 species most are not, and would go unnamed)
+    table = pd.DataFrame(classes) if classes else frame
+    return table.drop_duplicates('category_id').set_index('category_id').reindex(columns=['species', 'family'])
+
 def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g. from `valid_predictions`
+                   classes=None, # the model's classes (`model_description.classes`), to name every species; default `frame`'s names
                   )->pd.DataFrame:
     "Per species (true or predicted): images, precision, recall and F1, from counts (no species x species matrix)"
     truth, predicted = frame.category_id.to_numpy(), frame.predicted.to_numpy()
@@ -40,9 +50,9 @@ def species_scores(frame, # rows with `category_id` (true) and `predicted`, e.g.
     recall = (scores.true_positives / scores.images.where(scores.images > 0)).fillna(0.)
     f1 = (2 * precision * recall / (precision + recall).where(precision + recall > 0)).fillna(0.)
     scores = scores.assign(precision=precision, recall=recall, f1=f1).rename_axis('category_id').reset_index()
-    names = frame.drop_duplicates('category_id').set_index('category_id')
+    names = _names(frame, classes)
     for column in ('species', 'family'):
-        if column in frame: scores.insert(1, column, scores.category_id.map(names[column]))
+        if column in frame or classes: scores.insert(1, column, scores.category_id.map(names[column]))
     return scores
 
 # %% ../nbs/08_report.ipynb #897d3a5a
@@ -60,13 +70,14 @@ def family_scores(frame, # rows with `category_id`, `predicted` and `family`
 # %% ../nbs/08_report.ipynb #57e3dcae
 def confused_pairs(frame, # rows with `category_id`, `predicted` (and `species`, for names)
                    top=20, # pairs to keep
+                   classes=None, # the model's classes (`model_description.classes`), to name every species; default `frame`'s names
                   )->pd.DataFrame:
     "The `top` most frequent (true, predicted) pairs among the mistakes, counted from the predictions"
     wrong = frame[frame.category_id != frame.predicted]
     pairs = wrong.groupby(['category_id', 'predicted']).size().rename('images').reset_index()
     pairs = pairs.sort_values(['images', 'category_id', 'predicted'], ascending=[False, True, True]).head(top).reset_index(drop=True)
-    if 'species' in frame:
-        names = frame.drop_duplicates('category_id').set_index('category_id').species
+    if 'species' in frame or classes:
+        names = _names(frame, classes).species
         pairs.insert(1, 'species', pairs.category_id.map(names))
         pairs.insert(3, 'predicted_species', pairs.predicted.map(names))
     return pairs
@@ -97,6 +108,39 @@ def save_show_batch(dls,   # DataLoaders
     "fastai's `show_batch` of a training batch (augmented, as the model sees it), as a PNG"
     dls.show_batch(max_n=max_n, figsize=(8, 8))
     return _save_figure(plt.gcf(), fname)
+
+# %% ../nbs/08_report.ipynb #63e95897
+def plot_identification(learn,  # a model from `inference.load_model`, or a trained `Learner`
+                        item,   # an image file, or a PIL image
+                        k=3,    # species listed
+                        figsize=(11, 6), # the figure's size in inches
+                       )->plt.Figure:
+    "One sheet, the same under the Grad-CAM map of its best species, and its top `k` with the rolled-up answer"
+    top = predict_images(learn, item, k=k, num_workers=0)
+    one = pd.DataFrame(dict(image_id=[0], path=[item]))  # an item as `predict_images` makes it
+    xb = learn.dls.test_dl(one, bs=1, num_workers=0).one_batch()[0].as_subclass(torch.Tensor)  # as the model sees it
+    learn.model.eval()
+    cam = grad_cam(learn.model, xb, [list(learn.dls.vocab).index(top.category_id.iloc[0])])[0]
+    image = item.convert('RGB') if isinstance(item, Image.Image) else Image.open(item).convert('RGB')
+    aspect = image.width / image.height  # the two sheet panels as wide as the sheet is, at the figure's height
+    figure, (sheet, heat, bars) = plt.subplots(1, 3, figsize=figsize, gridspec_kw=dict(width_ratios=(aspect, aspect, 1.5)))
+    for ax in (sheet, heat): ax.imshow(image); ax.set_axis_off()
+    heat.imshow(cam, cmap='jet', alpha=0.45, extent=(0, image.width, image.height, 0), interpolation='bilinear')
+    sheet.set_title(f'\n{Path(str(top.item.iloc[0])).name}'); heat.set_title(f'where it saw\n{top.species.iloc[0]}')
+    _top_bars(bars, top)
+    figure.tight_layout()
+    return figure
+
+def _top_bars(ax, top):
+    "The top k as horizontal bars, the best on top, each named above its bar; the answer on top, the best higher taxa below"
+    y = np.arange(len(top))[::-1]
+    ax.bar_label(ax.barh(y, top.probability, height=0.45, color='tab:green'), fmt='%.2f', padding=3)
+    for at, species, family in zip(y, top.species, top.family): ax.text(0, at + 0.32, f'{species} ({family})', gid='species')
+    ax.set(xlim=(0, 1.12), ylim=(-0.5, len(top) - 0.2), yticks=[])
+    first = top.iloc[0]
+    ax.set_title(f"answer: {first.answer_rank} {first.answer} ({first.answer_probability:.2f})")
+    ax.set_xlabel('probability\n' + '\n'.join(f"best {r}: {first[f'top_{r}']} ({first[f'top_{r}_probability']:.2f})"
+                                              for r in ('genus', 'family', 'order')))
 
 # %% ../nbs/08_report.ipynb #3f21e8a0
 def _markdown_table(df):
@@ -143,10 +187,11 @@ def write_report(learn, # a trained `Learner` from `herbarium_learner`
                 )->dict:
     "Write the run report into `out`: loss curve, show_batch, per-family scores, worst species, most-confused pairs, summary.md"
     out, frame = Path(out), valid_predictions(learn, valid)
-    present = species_scores(frame).query('images > 0')
+    classes = getattr(getattr(learn, 'model_description', None), 'classes', None)  # every species' name
+    present = species_scores(frame, classes).query('images > 0')
     worst = present.sort_values(['f1', 'images'], ascending=[True, False]).head(top).reset_index(drop=True)
     families = family_scores(frame) if 'family' in frame else pd.DataFrame(columns=['family', 'images', 'accuracy', 'macro_f1'])
-    pairs = confused_pairs(frame, top)
+    pairs = confused_pairs(frame, top, classes)
     write_csv(out/'family_scores.csv', families); write_csv(out/'worst_species.csv', worst); write_csv(out/'confused_pairs.csv', pairs)
     if (out/'history.csv').exists(): plot_history(out/'history.csv', out/'loss.png')
     save_show_batch(learn.dls, out/'show_batch.png')

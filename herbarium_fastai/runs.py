@@ -20,7 +20,8 @@ from .budget import TimeBudget, measure_steps, plan_epochs
 from .core import HerbariumError, cache_folder, require_packages, write_json
 from .data import (check_images, dataloaders_from_items, fit_batch_size, save_split, subset_metadata, with_split,
                                    write_problems)
-from .inference import (check_submission, choose_prior_strength, load_model, model_description, predict_metadata,
+from .inference import (check_submission, choose_prior_strength, darwin_core_table, load_model, model_description,
+                                        predict_metadata, write_darwin_core,
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
@@ -281,9 +282,12 @@ def resume_run_folder(run, # a run folder written by `train_run_folder` (or `her
                       time_budget=None, # a time budget counted from now (default: the run's own, if it had one)
                       started=None,     # when the budget's clock started, as `time.time()`; default: now
                      )->dict:
-    "Continue `run` from its last checkpoint with the options in its config.json (of any kit version); returns metrics.json's content"
+    "Continue `run` from its last checkpoint with the options in its config.json (of any kit version), or, stopped before its first, train it again; returns metrics.json's content"
     options = training_options_from_config({**run_config(run)['options'], 'out': str(run)}, Path(run)/'config.json')
     if time_budget: options = options.replace(time_budget=time_budget)
+    if not (Path(run)/'checkpoints'/'last.pth').exists():  # stopped before its first checkpoint: nothing to continue from
+        print(f"note: {run} has no checkpoint yet (stopped before its first): training it again from its config.json", file=sys.stderr)
+        return _train(options, started=started)
     return _train(options, checkpoint=load_checkpoint(run), started=started)
 
 # %% ../nbs/06_runs.ipynb #bf0191e8
@@ -298,11 +302,13 @@ def predict_submission(model=None,   # run folder, model.json, or model.pkl (els
     o = (options or PredictionOptions()).replace(**given, **kwargs)
     test_df = load_metadata(o.data, split='test')
     learn = _prediction_model(o)
-    predictions = predict_metadata(learn, test_df, k=o.k if o.top_k_csv else 1, bs=o.bs, tta=o.test_time_augmentation, prior_strength=_prior_strength(learn, o),
-                                   num_workers=o.workers, rank_source=o.rank_source, ranks=bool(o.top_k_csv))
+    detailed = bool(o.top_k_csv or o.darwin_core)  # more than each image's best species: its top k and its answer
+    predictions = predict_metadata(learn, test_df, k=o.k if detailed else 1, bs=o.bs, tta=o.test_time_augmentation,
+                                   prior_strength=_prior_strength(learn, o), num_workers=o.workers, rank_source=o.rank_source, ranks=detailed)
     sub = submission_frame(predictions)
     check_submission(sub, test_df.image_id.to_numpy())
     if o.top_k_csv: write_submission(top_k_table(predictions, learn), o.top_k_csv)
+    if o.darwin_core: write_darwin_core(darwin_core_table(predictions, learn, media=test_df.file_name), o.darwin_core)
     write_submission(sub, o.out)
     labels = Path(o.data)/'test_labels.csv'
     return score_submission(sub, labels) if labels.exists() else {}

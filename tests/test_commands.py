@@ -1,5 +1,6 @@
 "The commands, run as a user runs them: in subprocesses, on good and bad input"
 import json, shutil, subprocess, sys, time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,7 @@ def test_trivial_dataset_end_to_end(flat_dataset, tmp_path):
     result = run_command('herbarium-train', flat_dataset, '--out', run, '--arch', 'test_resnet', '--no-pretrained', '--size', 32,
                          '--epochs', 5, '--bs', 16, '--lr-find-iters', 30, '--workers', 0)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Warning' not in result.stderr, result.stderr                  # no library warning the user cannot act on
     for name in ['model.safetensors', 'model.json', 'model.pkl', 'split.csv', 'lr_find.png', 'history.csv', 'metrics.json', 'config.json', 'loss.png', 'show_batch.png',
                  'family_scores.csv', 'worst_species.csv', 'confused_pairs.csv', 'summary.md', 'checkpoints/last.pth',
                  'checkpoints/best.pth']: assert (run/name).stat().st_size > 0, name
@@ -123,3 +125,29 @@ def test_synth_command_writes_kaggle_layout(tmp_path):
     for name in ['train/metadata.json', 'test/metadata.json', 'sample_submission.csv', 'test_labels.csv']:
         assert (dest/name).is_file()
     assert_clean_failure(run_command('herbarium-synth', dest, '--species', 3, '--size', 48, '--workers', 0), str(dest))
+
+def test_predict_writes_darwin_core(flat_dataset, tmp_path):
+    "--darwin-core: one UTF-8 CSV row per test image with Darwin Core's terms, checked by hand against the top-k CSV"
+    run = tmp_path/'run'
+    shutil.copytree(Path(__file__).parent/'data'/'model_0.1', run, ignore=shutil.ignore_patterns('*.pkl'))
+    result = run_command('herbarium-predict', run, flat_dataset, '--out', tmp_path/'s.csv', '--top-k-csv', tmp_path/'top.csv', '--k', 3,
+                         '--darwin-core', tmp_path/'dwc.csv', '--workers', 0)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Darwin Core: {tmp_path/'dwc.csv'}" in result.stdout
+    core = pd.read_csv(tmp_path/'dwc.csv', encoding='utf-8', dtype=str, keep_default_na=False)
+    assert list(core.columns) == ['catalogNumber', 'associatedMedia', 'kingdom', 'scientificName', 'taxonRank', 'genus', 'family', 'order',
+                                  'identifiedBy', 'dateIdentified', 'identificationVerificationStatus', 'identificationRemarks']
+    test = json.loads((flat_dataset/'test'/'metadata.json').read_text())['images']
+    assert sorted(core.catalogNumber) == sorted(str(i['id']) for i in test)
+    top = pd.read_csv(tmp_path/'top.csv', keep_default_na=False)
+    image = test[0]
+    row, best = core.set_index('catalogNumber').loc[str(image['id'])], top[top.image_id == image['id']].sort_values('position')
+    assert (row.associatedMedia, row.kingdom) == (image['file_name'], 'Plantae')
+    assert (row.taxonRank, row.scientificName) == (best.answer_rank.iloc[0], best.answer.iloc[0])
+    if row.taxonRank == 'species': assert [row.genus, row.family, row.order] == [best.genus.iloc[0], best.family.iloc[0], best.order.iloc[0]]
+    else: assert row[row.taxonRank] == row.scientificName
+    assert row.identifiedBy.startswith('herbarium_fastai ') and 'machine identification' in row.identifiedBy
+    assert 'model test_resnet' in row.identifiedBy                       # (a model of 0.1: no checksum recorded, and it says so)
+    assert datetime.fromisoformat(row.dateIdentified).tzinfo is not None and row.identificationVerificationStatus == 'unverified'
+    assert row.identificationRemarks == (f"probability {best.answer_probability.iloc[0]:.3f} at {row.taxonRank}; best species: "
+                                         + '; '.join(f'{s} ({p:.3f})' for s, p in zip(best.species, best.probability)))

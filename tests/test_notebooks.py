@@ -1,5 +1,5 @@
 "The outputs kept in the notebooks (tools/refresh_outputs.py): no error, no path of the machine that ran them, a modest size"
-import json, re
+import ast, json, re
 from pathlib import Path
 
 import pytest
@@ -38,3 +38,20 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
 def test_notebooks_stay_small():
     total = sum(f.stat().st_size for f in (ROOT/'nbs').rglob('*') if f.is_file())
     assert total < 15 * 2**20, f"nbs/ holds {total / 2**20:.1f} MB (keep it under 15 MB: plots at a modest resolution)"
+
+WALKTHROUGH = ROOT/'nbs'/'10_walkthrough.ipynb'
+FLOOR = 0.8  # macro F1 the saved walkthrough must show on the validation split and the test sheets (chance: 0.1; it reached 0.96 and 0.95)
+
+def printed_scores(fname):
+    "The dicts with a `macro_f1` that a notebook's saved outputs show, in order"
+    for _, out in _outputs(fname):
+        for text in _texts(out):
+            if text.lstrip().startswith('{') and "'macro_f1'" in text: yield ast.literal_eval(text.strip())
+
+def test_saved_walkthrough_shows_a_model_that_learns(fname=WALKTHROUGH):
+    "A refresh of the walkthrough whose model does not learn cannot land: its saved validation and test scores are read"
+    scores = list(printed_scores(fname))
+    validation = [s for s in scores if 'valid_loss' in s]   # the metrics of the last training step (the rebalancing)
+    test = [s for s in scores if set(s) == {'macro_f1', 'accuracy'}]   # score_submission on the test sheets
+    assert validation and test, f"{fname.name}: no saved validation or test score"
+    assert validation[-1]['macro_f1'] >= FLOOR and test[-1]['macro_f1'] >= FLOOR, (validation[-1], test[-1])

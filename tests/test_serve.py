@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import ROOT, command_line, free_port, run_command, serving
-from herbarium_fastai.inference import load_safe_model, predict_images
+from herbarium_fastai.inference import DARWIN_CORE_TERMS, load_safe_model, predict_images
 from herbarium_fastai.onnx_model import export_onnx_model
 from herbarium_fastai.core import HerbariumError
 from herbarium_fastai.options import ServeOptions
@@ -113,6 +113,10 @@ def test_identify_one_and_many_with_k(client, sheets, expected):
         assert (result['answer']['rank'], result['answer']['name']) == (first.answer_rank, first.answer)
         assert result['ranks']['family'] == dict(name=first.top_family, probability=pytest.approx(first.top_family_probability, abs=1e-5))
         assert 'heatmap' not in result and 'preview' not in result
+        core = result['darwin_core']   # the answer as a Darwin Core identification, named by the file
+        assert list(core) == list(DARWIN_CORE_TERMS) and (core['catalogNumber'], core['associatedMedia']) == (Path(result['file']).stem, result['file'])
+        assert (core['taxonRank'], core['scientificName'], core['identificationVerificationStatus']) == (first.answer_rank, first.answer, 'unverified')
+        assert core['identificationRemarks'].endswith('; '.join(f"{p['species']} ({p['probability']:.3f})" for p in result['top'][:3]))
     assert sum(p['probability'] for p in client.post('/identify?k=5', files=upload(('a.png', image_bytes()))).json()['results'][0]['top']) == pytest.approx(1, abs=1e-4)
 
 def test_heatmap_and_preview(client):
@@ -396,6 +400,10 @@ def _browse(driver, url, run, files, tmp_path, login=None):
         csv_lines = driver.execute_script('return csvText();').splitlines()   # what "Download CSV" saves
         assert csv_lines[0] == 'file,position,category_id,species,genus,family,order,probability,answer_rank,answer,answer_probability' and len(csv_lines) == 1 + len(files) * min(5, len(names))
         assert csv_lines[1].startswith(f'{files[0].name},1,{expected[str(files[0])]},')
+        assert driver.find_element(By.ID, 'download-darwin-core').is_enabled()
+        core = pd.read_csv(io.StringIO(driver.execute_script('return darwinCoreText();')), dtype=str, keep_default_na=False)  # "Download Darwin Core"
+        assert tuple(core.columns) == DARWIN_CORE_TERMS and core.associatedMedia.tolist() == [f.name for f in files]
+        assert core.scientificName.tolist() == [answers[str(f)].answer for f in files]
     finally: driver.quit()
 
 # ---------------------------------------------------------------- ONNX

@@ -209,3 +209,19 @@ def test_time_budget_plans_the_epochs_and_tensorboard_logs_them(flat_dataset, tm
     steps = [e.step for e in losses]
     assert steps == sorted(set(steps)) and len(steps) == 3 * (len(pd.read_csv(run/'split.csv').query('not is_valid')) // 16)
     assert {'valid_loss', 'accuracy', 'macro_f1', 'lr_0'} <= set(events.Tags()['scalars'])
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint(flat_dataset, tmp_path):
+    "SIGKILL once config.json is written, before any checkpoint (every 5 minutes by default): --resume says so in one line and trains it again"
+    run = tmp_path/'run'
+    process = subprocess.Popen(train_line(flat_dataset, '--out', run, '--epochs', 2, '--rebalance-epochs', 0, *TINY),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
+    deadline = time.time() + 300
+    while not (run/'config.json').exists() and process.poll() is None and time.time() < deadline: time.sleep(0.02)
+    process.send_signal(signal.SIGKILL); process.wait()
+    assert (run/'config.json').exists() and not (run/'checkpoints'/'last.pth').exists()
+    result = train('--resume', run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = [l for l in result.stderr.splitlines() if 'no checkpoint' in l]
+    assert said == [f"note: {run} has no checkpoint yet (stopped before its first): training it again from its config.json"], result.stderr
+    assert_trained(run, 2)
+    assert (run/'model.safetensors').stat().st_size > 0 and (run/'checkpoints'/'last.pth').exists()

@@ -88,7 +88,7 @@ async function identify(files) {
     for (const result of answer.results) { state.results.push(result); $("results").appendChild(resultCard(result)); }
   }
   setStatus(`${state.results.length} sheet${state.results.length === 1 ? "" : "s"} identified.`);
-  $("download").disabled = $("clear").disabled = false;
+  $("download").disabled = $("download-darwin-core").disabled = $("clear").disabled = false;
 }
 
 // POST the form to identify; while the server says it is busy (503), wait as its Retry-After says and send it again
@@ -115,8 +115,16 @@ function csvText() {
   return rows.join("\n") + "\n";
 }
 
-function downloadCsv() {
-  const link = el("a", { href: URL.createObjectURL(new Blob([csvText()], { type: "text/csv" })), download: "herbarium_predictions.csv" });
+// the Darwin Core identifications the server made (one per sheet, its terms in the server's order), as UTF-8 CSV
+function darwinCoreText() {
+  const records = state.results.map((result) => result.darwin_core).filter(Boolean);
+  if (!records.length) return "";
+  const terms = Object.keys(records[0]);
+  return [terms.join(","), ...records.map((record) => terms.map((term) => csvField(record[term])).join(","))].join("\n") + "\n";
+}
+
+function download(text, name) {
+  const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" })), download: name });
   document.body.appendChild(link); link.click(); link.remove();
 }
 
@@ -128,9 +136,10 @@ window.addEventListener("DOMContentLoaded", () => {
   ["dragleave", "drop"].forEach((name) => drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.remove("over"); }));
   drop.addEventListener("drop", (event) => identify(event.dataTransfer.files));
   $("show-heatmap").addEventListener("change", (event) => document.body.classList.toggle("no-heatmap", !event.target.checked));
-  $("download").addEventListener("click", downloadCsv);
+  $("download").addEventListener("click", () => download(csvText(), "herbarium_predictions.csv"));
+  $("download-darwin-core").addEventListener("click", () => download(darwinCoreText(), "herbarium_identifications_dwc.csv"));
   $("clear").addEventListener("click", () => {
     state.results = []; $("results").replaceChildren(); setStatus("");
-    $("download").disabled = $("clear").disabled = true;
+    $("download").disabled = $("download-darwin-core").disabled = $("clear").disabled = true;
   });
 });
