@@ -61,8 +61,8 @@ def family_scores(frame, # rows with `category_id`, `predicted` and `family`
     "Per family: validation images, accuracy, and macro F1 (the mean F1 of the family's species, F1 as in `species_scores`)"
     species = species_scores(frame)
     species = species[species.images > 0]
-    f1 = species.groupby('family').f1.mean()
-    by_family = frame.assign(hit=frame.category_id == frame.predicted).groupby('family').hit.agg(['size', 'mean'])
+    f1 = species.groupby('family', observed=True).f1.mean()  # (families as a category: only those with images)
+    by_family = frame.assign(hit=frame.category_id == frame.predicted).groupby('family', observed=True).hit.agg(['size', 'mean'])
     return (pd.DataFrame(dict(family=by_family.index, images=by_family['size'].to_numpy(), accuracy=by_family['mean'].to_numpy(),
                               macro_f1=f1.reindex(by_family.index).to_numpy()))
             .sort_values(['macro_f1', 'images'], ascending=[True, False]).reset_index(drop=True))
@@ -145,7 +145,7 @@ def _top_bars(ax, top):
 # %% ../nbs/08_report.ipynb #3f21e8a0
 def _markdown_table(df):
     "`df` as a Markdown table (pandas' `to_markdown` needs tabulate, not a dependency here)"
-    cell = lambda v: f'{v:.3f}' if isinstance(v, float) else str(v)
+    cell = lambda v: '' if v is None or v != v else f'{v:.3f}' if isinstance(v, float) else str(v)  # (v != v: NaN)
     rows = [list(df.columns), ['---'] * len(df.columns)] + [[cell(v) for v in row] for row in df.itertuples(index=False)]
     return '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows)
 
@@ -175,7 +175,7 @@ def _rank_lines(taxonomy:dict, # from `taxonomy.validation_rank_scores`, with th
     mistakes = ', '.join(f"{k.replace('_', ' ')}: {v:.0%}" for k, v in taxonomy['mistakes'].items() if v is not None)
     return ["Scores at every rank (macro F1 and accuracy: the predicted species' taxon; roll-up: the taxon with the highest "
             "summed probability; heads: the rank heads' best, where the model has them; answer threshold: the probability "
-            f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all').astype(object).fillna('')), "",
+            f"an answer at that rank needs, chosen {f'for {precision:.0%} precision' if precision else 'on the validation split'}):", "", _markdown_table(pd.DataFrame(rows).dropna(axis=1, how='all')), "",
             f"Of the {taxonomy['wrong_species']} wrong species predictions: {mistakes or 'none'}.", ""]
 
 # %% ../nbs/08_report.ipynb #ef19326c
