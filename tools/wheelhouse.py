@@ -30,8 +30,9 @@ def read_have(path):
     if not have: sys.exit(f"{path}: no `name==version` line (make it with `pip list --format=freeze`)")
     return have
 
-def pip(*args, python=sys.executable, **kwargs):
-    return subprocess.run([python, '-m', 'pip', '--disable-pip-version-check', *args], check=True, **kwargs)
+def pip(*args):
+    "Run this Python's pip; its own messages go to the terminal"
+    return subprocess.run([sys.executable, '-m', 'pip', '--disable-pip-version-check', *args], check=True)
 
 def build_wheel(dest):
     "The kit's wheel, built from this checkout into `dest`"
@@ -83,7 +84,9 @@ def main(argv=None):
     dest, have = Path(args.dest), read_have(args.have)
     dest.mkdir(parents=True, exist_ok=True)
     wheel = Path(shutil.copy(args.wheel, dest)) if args.wheel else build_wheel(dest)
-    with tempfile.TemporaryDirectory() as scratch: plan = install_plan(wheel, have, scratch)
+    try:
+        with tempfile.TemporaryDirectory() as scratch: plan = install_plan(wheel, have, scratch)
+    except subprocess.CalledProcessError: sys.exit(f"{args.have}: pip cannot install {wheel.name} beside these packages (its message is above)")
     changed = [f"{name} {have[normalized(name)][1]} -> {version}" for name, version in plan if normalized(name) in have]
     lacking = [(name, version) for name, version in plan if normalized(name) != 'herbarium-fastai']
     fetch([f'{name}=={version}' for name, version in lacking], dest)
