@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message, resolve_run_file
 from .images import draft_reduced, squish
-from .inference import darwin_core_rows, grad_cam, load_safe_model, model_description
+from .inference import REMARK_CANDIDATES, darwin_core_rows, grad_cam, load_safe_model, model_description
 from .options import ServeOptions
 from .serve_access import access_options, install_access
 from .taxonomy import RANKS, rank_predictions
@@ -304,7 +304,7 @@ async def _identify(request:Request,
 def _darwin_core(description, answers:list, results:list)->list:
     "Each image's Darwin Core identification (`inference.darwin_core_rows`): `catalogNumber` its file's name less the extension"
     rows = [dict(answer_rank=a['answer']['rank'], answer=a['answer']['name'], answer_probability=a['answer']['probability']) for a in answers]
-    best = [[(t['species'], t['probability']) for t in a['top'][:3]] for a in answers]
+    best = [[(t['species'], t['probability']) for t in a['top'][:REMARK_CANDIDATES]] for a in answers]
     files = [r['file'] for r in results]
     return darwin_core_rows(rows, best, description, ids=[Path(f).stem for f in files], media=files)
 

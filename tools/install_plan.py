@@ -7,15 +7,14 @@
 
 before.txt and after.txt are `pip list --format=freeze` of the environment. Exit status 1 when a kept package would be
 (or was) installed, upgraded, downgraded or removed; .ci/run's newest and oldest legs run both checks."""
-import argparse, json, re, sys
+import argparse, json, sys
 from pathlib import Path
 
-def normalized(name): return re.sub(r'[-_.]+', '-', name).lower()
+from lock import normalized, read_freeze  # (tools/: this script's folder)
 
 def frozen(path):
     "{normalized name: version} of a `pip list --format=freeze` file"
-    pairs = (re.match(r'([A-Za-z0-9][A-Za-z0-9_.\-]*)==(\S+)', line) for line in Path(path).read_text().splitlines())
-    return {normalized(m[1]): m[2] for m in pairs if m}
+    return {name: version for name, (_, version) in read_freeze(path).items()}
 
 def planned(report, before):
     "The environment `before` as it would be after the installs of pip's `--report` file"

@@ -24,6 +24,11 @@ HEADER = """\
 
 def normalized(name): return re.sub(r'[-_.]+', '-', name).lower()
 
+def read_freeze(path):
+    "{normalized name: (name, version)} of a `pip list --format=freeze` (or `pip freeze`) file; tools/wheelhouse.py and install_plan.py read them"
+    pairs = (re.match(r'\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)\s*==\s*([^\s;#]+)', line) for line in Path(path).read_text().splitlines())
+    return {normalized(m[1]): (m[1], m[2]) for m in pairs if m}
+
 def settings():
     cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT/'settings.ini', encoding='utf-8')
     return cfg['DEFAULT']

@@ -16,17 +16,14 @@ run Linux x86_64 with the Python of tools/kaggle_image.txt's header, so make the
 import argparse, json, re, shutil, subprocess, sys, tempfile, venv
 from pathlib import Path
 
+from lock import normalized, read_freeze  # (tools/: this script's folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 KAGGLE_IMAGE = ROOT/'tools'/'kaggle_image.txt'
 
-def normalized(name): return re.sub(r'[-_.]+', '-', name).lower()
-
 def read_have(path):
-    "{normalized name: (name, version)} from a `pip list --format=freeze` (or `pip freeze`) file"
-    have = {}
-    for line in Path(path).read_text().splitlines():
-        m = re.match(r'\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)\s*==\s*([^\s;#]+)', line)
-        if m: have[normalized(m[1])] = (m[1], m[2])
+    "{normalized name: (name, version)} of the packages a `pip list --format=freeze` file lists"
+    have = read_freeze(path)
     if not have: sys.exit(f"{path}: no `name==version` line (make it with `pip list --format=freeze`)")
     return have
 
