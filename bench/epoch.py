@@ -32,7 +32,8 @@ from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms, vision_learner
 
-from herbarium_fastai.data import herbarium_dataloaders, timm_normalization
+from herbarium_fastai.data import herbarium_dataloaders
+from herbarium_fastai.model_file import timm_normalization
 from herbarium_fastai.learner import herbarium_learner, train_learner
 from herbarium_fastai.metadata import image_paths, load_metadata
 from herbarium_fastai.synth import make_synthetic_dataset

@@ -145,8 +145,8 @@ def child(mode, path):
     df = fn(path)
     secs = time.perf_counter() - t0
     if mode != 'baseline':  # a large frame is cached by a background thread: its time and memory are reported too
-        from herbarium_fastai.metadata_cache import _finish_cache_writes
-        _finish_cache_writes()
+        from herbarium_fastai.metadata_cache import finish_cache_writes
+        finish_cache_writes()
     until_cached = time.perf_counter() - t0
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # a worker's memory is its own peak apart from the pages of the mapped JSON file (which this process counts

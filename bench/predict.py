@@ -18,7 +18,7 @@ def make_inputs(folder, n_images, classes, size, arch):
     import numpy as np
     from PIL import Image
     from herbarium_fastai.inference import learner_from_description, save_safe_model
-    from herbarium_fastai.data import ModelDescription
+    from herbarium_fastai.model_file import ModelDescription
     rng = np.random.default_rng(0)
     images = folder/'test'/'images'; images.mkdir(parents=True)
     records = []

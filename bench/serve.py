@@ -22,7 +22,7 @@ from pathlib import Path
 
 def make_run(folder, arch, size, species):
     "A run folder with a random-weight model in the safe format, and its model.onnx"
-    from herbarium_fastai.data import ModelDescription
+    from herbarium_fastai.model_file import ModelDescription
     from herbarium_fastai.inference import learner_from_description, save_safe_model
     from herbarium_fastai.onnx_model import export_onnx_model
     description = ModelDescription(arch=arch, size=size, class_counts=[3] * species,

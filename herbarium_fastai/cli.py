@@ -14,8 +14,9 @@ from dataclasses import fields
 from fastcore.docments import docments
 
 from .core import HerbariumError, cpu_count, one_line_message, require_packages
-from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, RECIPES, TRAINING, PredictionOptions, ServeOptions,
-                                      TrainingOptions)
+from .choices import RECIPES
+from .options import (DEMO_FINE_TUNING, DEMO_FROM_SCRATCH, TRAINING, CheckOptions, ExportOptions, PredictionOptions,
+                                      ResizeOptions, ServeOptions, SynthOptions, TrainingOptions)
 
 # fastai.layers calls torch.jit.script at import, which torch now deprecates: not ours to fix, and not for the user's screen
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
@@ -90,19 +91,12 @@ def command(prog,          # the console command's name
     return _decorate
 
 # %% ../nbs/07_cli.ipynb #b0bff129
-@command('herbarium-synth')
-def synth_command(dest:str,                 # folder to write the dataset to
-                  species:int=12,           # number of species
-                  seed:int=0,               # the same seed writes the same dataset
-                  size:int=128,             # longest side of each sheet, in pixels
-                  style:str='sheet',        # 'sheet' (drawn herbarium sheets) or 'flat' (one colour per species)
-                  test_per_species:int=2,   # test images of each species
-                  workers:int=None,         # processes drawing sheets; default all cores
+@command('herbarium-synth', SynthOptions, positional=dict(dest=None))
+def synth_command(given:dict, # the options given on the command line: fields of `options.SynthOptions`
                  ):
     "Write a synthetic dataset in the Kaggle Herbarium 2021 layout (with test labels for local scoring)"
     from herbarium_fastai.synth import make_synthetic_dataset
-    try: summary = make_synthetic_dataset(dest, species=species, seed=seed, size=size, style=style,
-                                          test_per_species=test_per_species, workers=workers)
+    try: summary = make_synthetic_dataset(**SynthOptions(**given).to_dict())
     except (FileExistsError, ValueError) as e: raise HerbariumError(str(e)) from e
     print(json.dumps({k: v for k, v in summary.items() if k not in ('category_ids', 'train_counts')}, indent=2, default=str))
 
@@ -125,7 +119,7 @@ def _recipe(name:str, changes:dict)->str:
 
 _DEMO_DEFAULTS = f"--demo trains as if given {_flags(DEMO_FINE_TUNING)}; --demo --no-pretrained as if given {_flags(DEMO_FROM_SCRATCH)}."
 _RECIPES = "Recipes (--recipe NAME, an option given beside it overriding the recipe's): " + '; '.join(
-    _recipe(name, changes) for name, changes in RECIPES.items()) + '.'
+    _recipe(name, RECIPES[name].settings) for name in RECIPES) + '.'
 
 # %% ../nbs/07_cli.ipynb #35df348f
 @command('herbarium-train', TrainingOptions, positional=dict(data='?'), epilog=f'{_DEMO_DEFAULTS} {_RECIPES}')
@@ -142,15 +136,17 @@ def train_command(given:dict,      # the options given on the command line: fiel
     if given.get('data') is None: raise HerbariumError("give a dataset folder (DATA), --demo, or --resume RUN")
     _print_training(train_run_folder(options=_training_defaults(demo, given.get('pretrained', True)), started=started, **given))
 
-def _print_training(result:dict):
+def _print_training(result:dict, # what `runs.train_run_folder` returns: metrics.json's content
+                   ):
     "Print what a training run ended with: every process's under a launcher, then where the model is and how to use it"
-    if result['world_size'] > 1:
-        print(f"process {result['process_index']}: " + json.dumps(dict(valid=result['valid'], model_sha256=result['model_sha256'])))
-    if result['process_index'] == 0:
-        taxonomy = {r: s['macro_f1'] for r, s in result.get('taxonomy', {}).get('ranks', {}).items()}
-        print(json.dumps(dict(valid=result['valid'], prior_correction=result.get('prior_correction'), macro_f1_by_rank=taxonomy), indent=2))
-        run = result['options']['out']
-        print(f"model: {run}/model.json (+ model.safetensors)\npredict: herbarium-predict {run} {result['data']}")
+    from herbarium_fastai.runs import RunResult  # (imported already: the run just ended)
+    run = RunResult.from_dict(result)
+    if run.world_size > 1: print(f"process {run.process_index}: " + json.dumps(dict(valid=run.valid, model_sha256=run.model_sha256)))
+    if run.process_index: return
+    by_rank = {r: s['macro_f1'] for r, s in (run.taxonomy or {}).get('ranks', {}).items()}
+    print(json.dumps(dict(valid=run.valid, prior_correction=run.prior_correction, macro_f1_by_rank=by_rank), indent=2))
+    folder = run.options['out']
+    print(f"model: {folder}/model.json (+ model.safetensors)\npredict: herbarium-predict {folder} {run.data}")
 
 # %% ../nbs/07_cli.ipynb #6e77f324
 @command('herbarium-predict', PredictionOptions, positional=dict(model=None, data=None))
@@ -165,44 +161,36 @@ def predict_command(given:dict, # the options given on the command line: fields 
     if scores: print(json.dumps(scores, indent=2))
 
 # %% ../nbs/07_cli.ipynb #2e47bdcf
-@command('herbarium-export')
-def export_command(model:str, # model.pkl of a run (yours: it is unpickled); with --onnx, a run folder or its model.json
-                   out:str=None,  # folder for model.safetensors + model.json (default: beside model.pkl)
-                   onnx:bool=False, # write model.onnx from the safe files instead, checked against PyTorch's outputs (for --onnx of predict and serve)
+@command('herbarium-export', ExportOptions, positional=dict(model=None))
+def export_command(given:dict, # the options given on the command line: fields of `options.ExportOptions`
                   ):
     "Write the safe model files (model.safetensors + model.json) for a pickled model.pkl, or with --onnx a run's model.onnx"
-    if onnx:
-        if out is not None: raise HerbariumError("--onnx writes model.onnx beside model.json: leave out --out")
+    options = ExportOptions(**given)
+    if options.onnx:
+        if options.out is not None: raise HerbariumError("--onnx writes model.onnx beside model.json: leave out --out")
         from herbarium_fastai.onnx_model import export_onnx_model
-        print(f"wrote {export_onnx_model(model)}"); return
+        return print(f"wrote {export_onnx_model(options.model)}")
     from herbarium_fastai.runs import export_safe_model
-    print(f"wrote {export_safe_model(model, out)}")
+    print(f"wrote {export_safe_model(options.model, options.out)}")
 
 # %% ../nbs/07_cli.ipynb #b4e693ed
-@command('herbarium-check')
-def check_command(data:str,                      # dataset root (Kaggle layout)
-                  decode:bool=False,             # also decode every image, to find unreadable ones (all cores)
-                  out:str='image_problems.csv',  # CSV list of the problems (image_id, path, problem)
-                  workers:int=None,              # processes decoding images (default: all cores)
+@command('herbarium-check', CheckOptions, positional=dict(data=None))
+def check_command(given:dict, # the options given on the command line: fields of `options.CheckOptions`
                  ):
-    "List the missing (and, with --decode, unreadable) images of a dataset; exit 1 when there are any"
+    "List the missing (and, with --decode-images, unreadable) images of a dataset; exit 1 when there are any"
     from herbarium_fastai.runs import check_dataset
-    result = check_dataset(data, decode=decode, out=out, workers=workers)
+    result = check_dataset(**CheckOptions(**given).to_dict())
     for split, c in result['counts'].items(): print(f"{split}: " + ', '.join(f'{v:,} {k}' for k, v in c.items()))
     print(f"list: {result['list']}")
     if result['problems']: sys.exit(1)
 
 # %% ../nbs/07_cli.ipynb #5c6141cd
-@command('herbarium-resize')
-def resize_command(data:str,          # dataset root (Kaggle layout)
-                   dest:str,          # root of the presized copy (a rerun finishes an interrupted one)
-                   size:int=384,      # longest side of the copies, in px
-                   quality:int=90,    # JPEG quality
-                   workers:int=None,  # processes (default: all cores)
+@command('herbarium-resize', ResizeOptions, positional=dict(data=None, dest=None))
+def resize_command(given:dict, # the options given on the command line: fields of `options.ResizeOptions`
                   ):
     "Write a presized copy of a dataset (same layout, metadata copied); skips images already done"
     from herbarium_fastai.data import resize_dataset
-    result = resize_dataset(data, dest, size=size, quality=quality, workers=workers)
+    result = resize_dataset(**ResizeOptions(**given).to_dict())
     print(json.dumps(result, indent=2))
     if result['failed']:
         print(f"herbarium-resize: {result['failed']:,} images could not be read (first: {result['problems'][0]})", file=sys.stderr)

@@ -17,29 +17,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import UNSET
 
-from .metadata_cache import _STR, _cache_folder, _cache_path, _cache_soon, _finish_cache_writes, _read_cache, _str_column
-from .metadata_schema import (_BLANK, _KEYS, _MARKERS, _SCHEMAS, _TAXA, _TRAIN_KEYS, _Category,
-                                              _Document, _DocumentRawImages, _DocumentStr, _DocumentStrRawImages, _Image,
-                                              _annotation_name, _detect_year, _explain, _fail, _plural, _read_bytes, _as_python,
-                                              _string_ids)
-from .metadata_worker import _ImagesWorker, _use_worker, file_name_problems
+from .metadata_cache import (
+    STRING_DTYPE, cache_entry_path, finish_cache_writes, metadata_cache_folder,
+    read_cache_entry, string_column, write_cache_entry_soon)
+from .metadata_schema import (
+    JSON_KEYS, LEADING_BLANKS, MARKER_SECTIONS, TAXON_COLUMNS, TRAIN_SECTIONS, YEAR_SCHEMAS, CategoryRecord,
+    MetadataDocument, MetadataDocumentRawImages, MetadataDocumentStringIds, MetadataDocumentStringIdsRawImages,
+    annotation_name, counted, detect_year, explain_metadata_error, failed_on_string_ids, python_repr,
+    raise_metadata_error, read_metadata_bytes)
+from .metadata_worker import ImageRecord, ImagesWorker, file_name_problems, use_images_worker
 
 # %% ../nbs/01_metadata.ipynb #6fb65130
 def load_metadata(path, # a split folder (`.../train`, `.../test`), a dataset root, or a metadata JSON file
                   split:str|None=None, # 'train' or 'test': which file of a dataset root (default 'train')
-                  cache:bool|str|os.PathLike=True, # use the Arrow (Feather) cache; False: bypass it; a path: cache there
-                  parallel:bool|None=None, # decode the images in a second process (None: for files of 64 MiB or more, given 2+ CPUs)
+                  # use the Arrow (Feather) cache; False: bypass it; a path: cache there
+                  cache:bool|str|os.PathLike=True,
+                  # decode the images in a second process (None: for files of 64 MiB or more, given 2+ CPUs)
+                  parallel:bool|None=None,
                  )->pd.DataFrame:
     "Load Herbarium 2020/2021/2022 metadata as one validated DataFrame with the same columns for every year."
     source, split = _resolve(path, split)
-    cache_path = _cache_path(_cache_folder(cache), source, split) if cache else None
-    if cache: _finish_cache_writes(cache_path)  # (this file's entry may still be being written)
-    hit = _read_cache(cache_path) if cache else None
+    cache_path = cache_entry_path(metadata_cache_folder(cache), source, split) if cache else None
+    if cache: finish_cache_writes(cache_path)  # (this file's entry may still be being written)
+    hit = read_cache_entry(cache_path) if cache else None
     if hit: df, year, split = hit
     else:
         columns, year, split = _parse_file(source, split, parallel)
         df = _frame_from_columns(columns)
-        if cache: _cache_soon(cache_path, df, year, split)
+        if cache: write_cache_entry_soon(cache_path, df, year, split)
     df.attrs.update(root=str(source.parent), year=year, split=split, source=str(source))
     return df
 
@@ -53,17 +58,17 @@ def _split_from_name(file:Path):
     return None
 
 def _split_file(root:Path, split:str)->Path|None:
-    "The metadata file of `split` in the dataset root `root`: `split/metadata.json` (2020, 2021) or `split_metadata.json` (2022)."
+    "The metadata file of `split` in `root`: `split/metadata.json` (2020, 2021) or `split_metadata.json` (2022)."
     return next((f for f in (root/split/'metadata.json', root/f'{split}_metadata.json') if f.is_file()), None)
 
 def metadata_files(root, # a dataset root: train/ and test/ (2020, 2021), or train_ and test_metadata.json (2022)
                   )->dict:
-    "The metadata file of each split that the dataset at `root` has: `{'train': path, 'test': path}` (test where there is one)"
+    "The metadata file of each split the dataset at `root` has: `{'train': path, 'test': path}` (test if there is one)"
     root = Path(root)
-    if not root.is_dir(): _fail(root, 'no such dataset folder')
+    if not root.is_dir(): raise_metadata_error(root, 'no such dataset folder')
     files = {split: f for split in _SPLITS if (f := _split_file(root, split)) is not None}
-    if not files: _fail(root, 'no metadata here: expected train/metadata.json and test/metadata.json (2020, 2021), '
-                              'or train_metadata.json and test_metadata.json (2022)')
+    if not files: raise_metadata_error(root, 'no metadata here: expected train/metadata.json and test/metadata.json '
+                                             '(2020, 2021), or train_metadata.json and test_metadata.json (2022)')
     return files
 
 # %% ../nbs/01_metadata.ipynb #9732d3ef
@@ -72,15 +77,16 @@ def _resolve(path, # split folder, dataset root or JSON file
             ):
     "The metadata file that `path` and `split` name, and the split expected of it (or None: decide from the contents)."
     path = Path(path)
-    if split not in (None, *_SPLITS): _fail(path, f"split must be 'train' or 'test', not {split!r}")
-    if not path.exists(): _fail(path, 'no such file or folder')
+    if split not in (None, *_SPLITS): raise_metadata_error(path, f"split must be 'train' or 'test', not {split!r}")
+    if not path.exists(): raise_metadata_error(path, 'no such file or folder')
     if path.is_file(): file = path
     elif (path/'metadata.json').is_file(): file = path/'metadata.json'
     elif _split_file(path, split or 'train'): file = _split_file(path, split or 'train')
-    else: _fail(path, f"no metadata here: expected metadata.json, {split or 'train'}_metadata.json or "
-                      f"{split or 'train'}/metadata.json")
+    else: raise_metadata_error(path, f"no metadata here: expected metadata.json, {split or 'train'}_metadata.json or "
+                                     f"{split or 'train'}/metadata.json")
     named = _split_from_name(file)
-    if split and named and split != named: _fail(file, f"split={split!r} asked for, but this is the {named} metadata")
+    if split and named and split != named:
+        raise_metadata_error(file, f"split={split!r} asked for, but this is the {named} metadata")
     return file.absolute(), split or named
 
 # %% ../nbs/01_metadata.ipynb #88177012
@@ -88,7 +94,8 @@ def _int_array(source, section:str, recs:list, key:str, explain)->np.ndarray:
     "The integers `key` of `recs` as int64 (`explain` if one is missing)."
     try: return np.fromiter(map(attrgetter(key), recs), np.int64, len(recs))
     except TypeError: explain()
-    except OverflowError: _fail(source, f"'{key}' in {section} has a value outside the 64-bit integer range")
+    except OverflowError:
+        raise_metadata_error(source, f"'{key}' in {section} has a value outside the 64-bit integer range")
 
 def _id_array(source, section:str, recs:list, key:str, year:int, explain)->np.ndarray:
     "The ids `key` of `recs`: int64, or (2022 only) an object array of str when some ids are strings."
@@ -97,7 +104,8 @@ def _id_array(source, section:str, recs:list, key:str, year:int, explain)->np.nd
     if not kinds <= ({int, str} if year == 2022 else {int}): explain()
     if kinds == {int}:
         try: return np.fromiter(values, np.int64, len(values))
-        except OverflowError: _fail(source, f"'{key}' in {section} has a value outside the 64-bit integer range")
+        except OverflowError:
+            raise_metadata_error(source, f"'{key}' in {section} has a value outside the 64-bit integer range")
     return np.array([str(v) for v in values], dtype=object)
 
 def _same_id_kind(a:np.ndarray, b:np.ndarray)->tuple:
@@ -116,7 +124,8 @@ def _duplicate_error(source, ids:np.ndarray, what:str):
     index = pd.Index(ids)
     n, i = _problem(index.duplicated())
     first = int(np.flatnonzero(index == ids[i])[0])
-    _fail(source, f"{_plural(n, 'duplicate ' + what + ' id')} (first: {what} id {_as_python(ids[i])} at {what}s[{first}] and {what}s[{i}])")
+    raise_metadata_error(source, f"{counted(n, 'duplicate ' + what + ' id')} (first: {what} id {python_repr(ids[i])} "
+                                 f"at {what}s[{first}] and {what}s[{i}])")
 
 # %% ../nbs/01_metadata.ipynb #617be2f7
 def _row_lookup(source, ids:np.ndarray, what:str):
@@ -126,7 +135,8 @@ def _row_lookup(source, ids:np.ndarray, what:str):
         lo, hi = int(ids.min()), int(ids.max())
         if hi - lo < 4 * n + 1024:  # dense ids (the usual case): a lookup table, O(n)
             span = hi - lo + 1
-            table = np.full(span, -1, np.int64); table[ids - lo] = np.arange(n)
+            table = np.full(span, -1, np.int64)
+            table[ids - lo] = np.arange(n)
             if np.count_nonzero(table >= 0) < n: _duplicate_error(source, ids, what)  # two ids took one slot
             def find(keys):
                 if keys.dtype.kind != 'i': return np.full(len(keys), -1, np.int64)
@@ -144,13 +154,15 @@ def _row_lookup(source, ids:np.ndarray, what:str):
 # %% ../nbs/01_metadata.ipynb #5a204f5e
 def _bad_names(names:pa.Array, raw:bytes)->list:
     "(mask, problem) for each way a file name can be refused; `raw` holds the bytes of all names, back to back."
-    return file_name_problems(np.frombuffer(names.buffers()[1], np.int64)[names.offset:names.offset + len(names) + 1], raw)
+    offsets = np.frombuffer(names.buffers()[1], np.int64)[names.offset:names.offset + len(names) + 1]
+    return file_name_problems(offsets, raw)
 
 def _check_file_names(source, ids:np.ndarray, names:pa.Array, raw:bytes):
     "Refuse empty or absolute file names and any with a `..` component."
     for mask, problem in _bad_names(names, raw):
         n, i = _problem(mask)
-        if n: _fail(source, f"{_plural(n, 'image has', 'images have')} {problem} (first: image id {_as_python(ids[i])} -> {names[i].as_py()!r})")
+        if n: raise_metadata_error(source, f"{counted(n, 'image has', 'images have')} {problem} "
+                                           f"(first: image id {python_repr(ids[i])} -> {names[i].as_py()!r})")
 
 def _names_array(names:list)->tuple:
     "`names` (a list of str) as an arrow large_string array, and the bytes of all of them back to back."
@@ -166,13 +178,13 @@ def _names_array(names:list)->tuple:
 # %% ../nbs/01_metadata.ipynb #5890609c
 def _id_column(ids:np.ndarray):
     "int64 ids as they are; string ids as a `str` column."
-    return _str_column(ids.tolist()) if ids.dtype == object else ids
+    return string_column(ids.tolist()) if ids.dtype == object else ids
 
 def _taxon_codes(values:list|None)->tuple:
     "The per-category `values` (None: the year has no such column) as int32 codes (-1: missing) and their categories."
-    if values is None: return None, pd.Index([], dtype=_STR)
+    if values is None: return None, pd.Index([], dtype=STRING_DTYPE)
     codes, uniques = pd.factorize(np.array(values, dtype=object))
-    return codes.astype(np.int32), pd.Index(uniques, dtype=_STR)
+    return codes.astype(np.int32), pd.Index(uniques, dtype=STRING_DTYPE)
 
 def _taxon_column(taxon:tuple, rows:np.ndarray)->pd.Categorical:
     "A categorical of the taxonomy column `taxon` (from `_taxon_codes`) at category positions `rows`."
@@ -189,14 +201,14 @@ def _prefixed(names:pa.Array, prefix:str)->pa.Array:
 # %% ../nbs/01_metadata.ipynb #493fe1ed
 def _image_columns(source, images, year:int, explain)->tuple:
     "Image ids (int64, or str objects) and checked file names (arrow) of the image records (or of a worker's columns)."
-    if isinstance(images, _ImagesWorker): images = images.result(_KEYS[year]['image_id'], explain)  # (waits for it)
+    if isinstance(images, ImagesWorker): images = images.result(JSON_KEYS[year]['image_id'], explain)  # (waits for it)
     if isinstance(images, dict):  # the worker's columns
         ids, raw = images['ids'], images['names']
-        if not len(ids): _fail(source, "'images' is empty")
+        if not len(ids): raise_metadata_error(source, "'images' is empty")
         names = pa.LargeStringArray.from_buffers(len(ids), pa.py_buffer(images['offsets']), pa.py_buffer(raw))
         if images['names_checked']: return ids, names  # the worker found nothing wrong with them
     else:
-        if not images: _fail(source, "'images' is empty")
+        if not images: raise_metadata_error(source, "'images' is empty")
         ids = (_id_array(source, 'images', images, 'image_id', year, explain) if year == 2022 else
                _int_array(source, 'images', images, 'id', explain))
         names, raw = _names_array(list(map(attrgetter('file_name'), images)))
@@ -207,19 +219,19 @@ def _test_columns(source, images:list, year:int, prefix:str, explain)->dict:
     "The columns of test metadata: `image_id`, `file_name`."
     ids, names = _image_columns(source, images, year, explain)
     _row_lookup(source, ids, 'image')
-    return dict(image_id=_id_column(ids), file_name=_str_column(_prefixed(names, prefix)))
+    return dict(image_id=_id_column(ids), file_name=string_column(_prefixed(names, prefix)))
 
 # %% ../nbs/01_metadata.ipynb #977ea913
 def _category_columns(source, categories:list, year:int, explain)->tuple:
     "Category ids and, per taxonomy column, the codes of each category's value and their categories (`_taxon_codes`)."
-    if not categories: _fail(source, "'categories' is empty")
-    keys, required = _KEYS[year], _SCHEMAS[year]['categories'].__struct_fields__
+    if not categories: raise_metadata_error(source, "'categories' is empty")
+    keys, required = JSON_KEYS[year], YEAR_SCHEMAS[year]['categories'].__struct_fields__
     for k in required:
         if any(v is UNSET for v in map(attrgetter(k), categories)): explain()
     ids = _int_array(source, 'categories', categories, keys['category_id'], explain)
-    values = {t: [getattr(c, keys[t]) for c in categories] for t in _TAXA if t in keys}
+    values = {t: [getattr(c, keys[t]) for c in categories] for t in TAXON_COLUMNS if t in keys}
     if 'genus' not in values: values['genus'] = list(map(genus_of, values['species']))  # 2021 names no genus
-    return ids, {t: _taxon_codes(values.get(t)) for t in _TAXA}
+    return ids, {t: _taxon_codes(values.get(t)) for t in TAXON_COLUMNS}
 
 # %% ../nbs/01_metadata.ipynb #f48be01f
 def _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation):
@@ -227,19 +239,20 @@ def _check_annotations(source, image_ids, image_row, ann_image, ann_category, ca
     for bad, what, key, values in [(image_row < 0, 'images', 'image_id', ann_image),
                                    (category_row < 0, 'categories', 'category_id', ann_category)]:
         n, i = _problem(bad)
-        if n: _fail(source, f"{_plural(n, 'annotation points', 'annotations point')} at unknown {what} "
-                            f"(first: {name_annotation(i)} -> {key} {_as_python(values[i])})")
+        if n: raise_metadata_error(source, f"{counted(n, 'annotation points', 'annotations point')} at unknown {what} "
+                                           f"(first: {name_annotation(i)} -> {key} {python_repr(values[i])})")
     per_image = np.bincount(image_row, minlength=len(image_ids))
     n, i = _problem(per_image > 1)
-    if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} more than one annotation "
-                        f"(first: image id {_as_python(image_ids[i])} has {per_image[i]})")
+    if n: raise_metadata_error(source, f"{counted(n, 'train image has', 'train images have')} more than one annotation "
+                                       f"(first: image id {python_repr(image_ids[i])} has {per_image[i]})")
     n, i = _problem(per_image == 0)
-    if n: _fail(source, f"{_plural(n, 'train image has', 'train images have')} no annotation (first: image id {_as_python(image_ids[i])})")
+    if n: raise_metadata_error(source, f"{counted(n, 'train image has', 'train images have')} no annotation "
+                                       f"(first: image id {python_repr(image_ids[i])})")
 
 # %% ../nbs/01_metadata.ipynb #f7be9338
-def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_annotation)->dict:
+def _train_columns(source, doc:MetadataDocument, year:int, prefix:str, explain, name_annotation)->dict:
     "The columns of train metadata, labels joined on annotation.image_id == image id."
-    keys = _KEYS[year]
+    keys = JSON_KEYS[year]
     category_ids, taxa = _category_columns(source, doc.categories, year, explain)
     anns, doc.annotations = doc.annotations, UNSET
     ann_image = (_id_array(source, 'annotations', anns, 'image_id', year, explain) if year == 2022 else
@@ -254,9 +267,10 @@ def _train_columns(source, doc:_Document, year:int, prefix:str, explain, name_an
     image_ids, ann_image = _same_id_kind(image_ids, ann_image)
     image_row = _row_lookup(source, image_ids, 'image')(ann_image)
     _check_annotations(source, image_ids, image_row, ann_image, ann_category, category_row, name_annotation)
-    ann_of_image = np.empty(len(image_ids), np.int64); ann_of_image[image_row] = np.arange(len(image_row))
+    ann_of_image = np.empty(len(image_ids), np.int64)
+    ann_of_image[image_row] = np.arange(len(image_row))
     rows = category_row[ann_of_image]
-    return dict(image_id=_id_column(image_ids), file_name=_str_column(_prefixed(names, prefix)),
+    return dict(image_id=_id_column(image_ids), file_name=string_column(_prefixed(names, prefix)),
                 category_id=ann_category[ann_of_image], **{t: _taxon_column(v, rows) for t, v in taxa.items()},
                 institution_id=ann_institution[ann_of_image])
 
@@ -272,14 +286,17 @@ def genus_of(species:str|None, # a scientific name, e.g. 'Carex acuta L.'
 
 # %% ../nbs/01_metadata.ipynb #ac19ca7c
 def _parse(source:Path, split:str|None, latin1:bool=False, parallel:bool|None=None)->tuple:
-    "Columns, year and split of the metadata file `source` (`split`: the one expected, or None), read as UTF-8 or `latin1`."
-    data, identity = (_read_bytes(source, latin1=True), None) if latin1 else _map_file(source)
-    start = _BLANK.match(data).end()
-    if start == len(data): _fail(source, 'empty file, not JSON')
+    "Columns, year and split of metadata file `source` (`split`: the one expected, or None), read as UTF-8 or `latin1`."
+    data, identity = (read_metadata_bytes(source, latin1=True), None) if latin1 else _map_file(source)
+    start = LEADING_BLANKS.match(data).end()
+    if start == len(data): raise_metadata_error(source, 'empty file, not JSON')
     bare = data[start:start + 1] == b'['  # 2022 test_metadata.json is a bare list of images
-    if bare and split == 'train': _fail(source, 'a bare JSON list (the 2022 test format) where train metadata was expected')
-    worker = _ImagesWorker(source, identity) if identity and not bare and _use_worker(parallel, len(data)) else None
-    holder = [data]; del data  # (only the holder keeps the mapping, so that it goes as soon as it is decoded)
+    if bare and split == 'train':
+        raise_metadata_error(source, 'a bare JSON list (the 2022 test format) where train metadata was expected')
+    two_processes = identity and not bare and use_images_worker(parallel, len(data))
+    worker = ImagesWorker(source, identity) if two_processes else None
+    holder = [data]  # (only the holder keeps the mapping, so that it goes as soon as it is decoded)
+    del data
     try: return _parse_document(source, split, latin1, holder, bare, worker)
     finally:
         if worker: worker.close()
@@ -287,46 +304,52 @@ def _parse(source:Path, split:str|None, latin1:bool=False, parallel:bool|None=No
 # %% ../nbs/01_metadata.ipynb #5a5198bc
 def _parse_document(source:Path, split:str|None, latin1:bool, holder:list, bare:bool, worker)->tuple:
     "Columns, year and split of the metadata in `holder` (its one item: bytes or a mapping); images by `worker` if any."
-    explain = lambda: _explain(source, split, latin1)
+    explain = lambda: explain_metadata_error(source, split, latin1)
     data = holder.pop()
-    document, document_str = (_DocumentRawImages, _DocumentStrRawImages) if worker else (_Document, _DocumentStr)
+    if worker: document, document_str = MetadataDocumentRawImages, MetadataDocumentStringIdsRawImages
+    else: document, document_str = MetadataDocument, MetadataDocumentStringIds
     string_ids = False
-    try: doc = msgspec.json.decode(data, type=list[_Image] if bare else document)
+    try: doc = msgspec.json.decode(data, type=list[ImageRecord] if bare else document)
     except msgspec.ValidationError as e:
-        if not _string_ids(e): explain()
-        try: doc, string_ids = msgspec.json.decode(data, type=document_str), True  # 2022 ids: decode again, with int|str ids
+        if not failed_on_string_ids(e): explain()
+        # 2022 ids: decode again, with int|str ids
+        try: doc, string_ids = msgspec.json.decode(data, type=document_str), True
         except msgspec.ValidationError: explain()
     except msgspec.DecodeError as e:
         if _invalid_utf8(e): raise  # (`_parse_file` reads the file again as latin-1)
-        _fail(source, f'not valid JSON ({e}{"; is the file truncated?" if "truncated" in str(e) else ""})')
-    if worker and doc.images is not UNSET: doc.images = worker.wait_for(doc.images, data)  # (read when the images are needed)
+        truncated = '; is the file truncated?' if 'truncated' in str(e) else ''
+        raise_metadata_error(source, f'not valid JSON ({e}{truncated})')
+    # (the worker's images are read when they are needed)
+    if worker and doc.images is not UNSET: doc.images = worker.wait_for(doc.images, data)
     del data
     if bare: return _test_columns(source, doc, 2022, 'test_images/', explain), 2022, 'test'
-    present = {k for k in _Document.__struct_fields__ if getattr(doc, k) is not UNSET}
-    for k in _MARKERS: setattr(doc, k, UNSET)  # they hold views of the file's bytes
+    present = {k for k in MetadataDocument.__struct_fields__ if getattr(doc, k) is not UNSET}
+    for k in MARKER_SECTIONS: setattr(doc, k, UNSET)  # they hold views of the file's bytes
     split = split or ('train' if 'categories' in present or doc.annotations else 'test')  # (UNSET is falsy)
-    required = _TRAIN_KEYS if split == 'train' else ('images',)
+    required = TRAIN_SECTIONS if split == 'train' else ('images',)
     missing = [k for k in required if k not in present]
-    if missing: _fail(source, f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-                              f"({split} metadata needs {', '.join(required)})")
+    if missing:
+        plural = 's' if len(missing) > 1 else ''
+        raise_metadata_error(source, f"missing required key{plural} {', '.join(map(repr, missing))} "
+                                     f"({split} metadata needs {', '.join(required)})")
     first = doc.categories[0] if 'categories' in present and doc.categories else None
-    category_keys = {k for k in _Category.__struct_fields__ if getattr(first, k) is not UNSET} if first else set()
-    year = _detect_year(source, present, category_keys, doc.info if 'info' in present else None, latin1)
+    category_keys = {k for k in CategoryRecord.__struct_fields__ if getattr(first, k) is not UNSET} if first else set()
+    year = detect_year(source, present, category_keys, doc.info if 'info' in present else None, latin1)
     if string_ids and year != 2022: explain()  # only 2022 may have string image ids
     prefix = f'{split}_images/' if year == 2022 else ''
     if split == 'test': return _test_columns(source, doc.images, year, prefix, explain), year, split
-    name_annotation = lambda i: _annotation_name(source, latin1, i)
+    name_annotation = lambda i: annotation_name(source, latin1, i)
     return _train_columns(source, doc, year, prefix, explain, name_annotation), year, split
 
 # %% ../nbs/01_metadata.ipynb #9c0566b6
 def _map_file(source:Path)->tuple:
-    "The bytes of `source`, memory-mapped (read into memory where it cannot be mapped), and the file's identity if mapped."
+    "The bytes of `source`, memory-mapped (or read where it cannot be mapped), and the file's identity if mapped."
     try:
         with open(source, 'rb') as f:
             stat = os.fstat(f.fileno())
             try: return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), [stat.st_ino, stat.st_size, stat.st_mtime_ns]
             except (ValueError, OSError): return f.read(), None  # empty file, or a file that cannot be mapped
-    except OSError as e: _fail(source, f'cannot read the file ({e.strerror})')
+    except OSError as e: raise_metadata_error(source, f'cannot read the file ({e.strerror})')
 
 def _parse_file(source:Path, split:str|None, parallel:bool|None=None)->tuple:
     "Parse `source`, falling back to latin-1 when it is not valid UTF-8."
@@ -335,11 +358,13 @@ def _parse_file(source:Path, split:str|None, parallel:bool|None=None)->tuple:
         except (UnicodeDecodeError, msgspec.DecodeError) as e:
             if not _invalid_utf8(e): raise
         return _parse(source, split, latin1=True)
-    except RecursionError: _fail(source, 'not metadata: JSON nested deeper than the reader goes')
-    except msgspec.DecodeError as e: _fail(source, f'not valid JSON ({e}{"; is the file truncated?" if "truncated" in str(e) else ""})')
+    except RecursionError: raise_metadata_error(source, 'not metadata: JSON nested deeper than the reader goes')
+    except msgspec.DecodeError as e:
+        truncated = '; is the file truncated?' if 'truncated' in str(e) else ''
+        raise_metadata_error(source, f'not valid JSON ({e}{truncated})')
 
 def _invalid_utf8(err:Exception)->bool:
-    "Whether `err` says the bytes are not UTF-8: a `UnicodeDecodeError` (msgspec before 0.23), or a `msgspec.DecodeError` saying so"
+    "Whether `err` says the bytes are not UTF-8: a `UnicodeDecodeError` (msgspec < 0.23) or a `DecodeError` saying so"
     return isinstance(err, UnicodeDecodeError) or (isinstance(err, msgspec.DecodeError) and 'UTF-8' in str(err))
 
 def _frame_from_columns(columns:dict, **attrs)->pd.DataFrame:
@@ -352,8 +377,10 @@ def _frame_from_columns(columns:dict, **attrs)->pd.DataFrame:
 def category_table(df:pd.DataFrame, # train metadata from `load_metadata`
                   )->pd.DataFrame:
     "One row per `category_id` of `df` with its taxonomy columns, sorted by `category_id`."
-    if 'category_id' not in df: _fail(df.attrs.get('source', 'metadata'), 'category_table needs train metadata (with category_id)')
-    columns = ['category_id', *[t for t in _TAXA if t in df]]
+    if 'category_id' not in df:
+        raise_metadata_error(df.attrs.get('source', 'metadata'),
+                             'category_table needs train metadata (with category_id)')
+    columns = ['category_id', *[t for t in TAXON_COLUMNS if t in df]]
     table = df[columns].drop_duplicates('category_id').sort_values('category_id', kind='stable').reset_index(drop=True)
     table.attrs = dict(df.attrs)
     return table
@@ -363,6 +390,7 @@ def image_paths(df:pd.DataFrame, # metadata from `load_metadata`
                 root=None, # folder the file names are relative to (default `df.attrs['root']`)
                )->list:
     "Absolute paths (str) of the images of `df`: `root/file_name`."
-    if root is None and 'root' not in df.attrs: _fail(df.attrs.get('source', 'metadata'), "no attrs['root']: pass root=")
+    if root is None and 'root' not in df.attrs:
+        raise_metadata_error(df.attrs.get('source', 'metadata'), "no attrs['root']: pass root=")
     root = os.path.abspath(df.attrs['root'] if root is None else root)
     return (os.path.join(root, '') + df['file_name']).tolist()

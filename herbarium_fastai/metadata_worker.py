@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ImageRecord', 'images_array_start', 'record_chunks', 'decode_images', 'file_name_problems', 'write_columns',
-           'read_columns', 'main']
+           'read_columns', 'main', 'use_images_worker', 'ImagesWorker']
 
 # %% ../nbs/01b_metadata_worker.ipynb #51e03cab
 import json, logging, mmap, operator, os, re, subprocess, sys, tempfile, time
@@ -15,7 +15,8 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, Raw, Struct
 
-from .core import cpu_count, one_line_message  # (the standard library only: the worker still starts in a tenth of a second)
+# (core imports the standard library only: the worker still starts in a tenth of a second)
+from .core import cpu_count, one_line_message
 
 # %% ../nbs/01b_metadata_worker.ipynb #49e81399
 class ImageRecord(Struct, gc=False):
@@ -72,7 +73,8 @@ def _utf8(strings:list)->tuple:
 def _id_part(records:list, key:str)->tuple|None:
     "`key` of `records` as `('int', int64 array)` or `('str', (lengths, bytes))`; None if one is missing, or mixed."
     if getattr(records[0], key) is UNSET: return None
-    try: return 'int', np.fromiter(map(operator.index, map(attrgetter(key), records)), np.int64, len(records))  # no str -> int
+    ints = map(operator.index, map(attrgetter(key), records))  # (`operator.index`: no str -> int)
+    try: return 'int', np.fromiter(ints, np.int64, len(records))
     except (TypeError, OverflowError): pass
     values = list(map(attrgetter(key), records))
     return ('str', _utf8(values)) if all(type(v) is str for v in values) else None
@@ -87,8 +89,10 @@ def _offsets(lengths:list)->np.ndarray:
 def _id_columns(key:str, parts:list|None)->dict:
     "The column(s) of id `key` from its chunks' parts: `key` (int64), or `key_offsets` and `key_text` (strings)."
     if parts is None: return {}
-    if not parts or parts[0][0] == 'int': return {key: np.concatenate([p for _, p in parts]) if parts else np.zeros(0, np.int64)}
-    return {f'{key}_offsets': _offsets([lengths for _, (lengths, _) in parts]), f'{key}_text': b''.join(t for _, (_, t) in parts)}
+    if not parts: return {key: np.zeros(0, np.int64)}
+    if parts[0][0] == 'int': return {key: np.concatenate([p for _, p in parts])}
+    return {f'{key}_offsets': _offsets([lengths for _, (lengths, _) in parts]),
+            f'{key}_text': b''.join(t for _, (_, t) in parts)}
 
 # %% ../nbs/01b_metadata_worker.ipynb #ef6ba430
 def decode_images(data, # the bytes (or memory map) of a metadata JSON file
@@ -103,7 +107,9 @@ def decode_images(data, # the bytes (or memory map) of a metadata JSON file
     decoder, view = msgspec.json.Decoder(list[ImageRecord]), memoryview(data)
     ids, lengths, names = {'id': [], 'image_id': []}, [], []
     for s, e in chunks:
-        buf = bytearray(e - s + 2); buf[0], buf[-1] = ord('['), ord(']'); buf[1:-1] = view[s:e]
+        buf = bytearray(e - s + 2)
+        buf[0], buf[-1] = ord('['), ord(']')
+        buf[1:-1] = view[s:e]
         records = decoder.decode(buf)
         for key, parts in ids.items():
             if parts is None: continue
@@ -111,11 +117,12 @@ def decode_images(data, # the bytes (or memory map) of a metadata JSON file
             if part is None or (parts and parts[0][0] != part[0]): ids[key] = None  # missing, or ints and strings mixed
             else: parts.append(part)
         n_bytes, text = _utf8(list(map(attrgetter('file_name'), records)))
-        lengths.append(n_bytes); names.append(text)
+        lengths.append(n_bytes)
+        names.append(text)
         del records
     offsets = _offsets(lengths)
-    return dict(start=start, end=end, n=len(offsets) - 1, **_id_columns('id', ids['id']), **_id_columns('image_id', ids['image_id']),
-                offsets=offsets, names=b''.join(names))
+    return dict(start=start, end=end, n=len(offsets) - 1, **_id_columns('id', ids['id']),
+                **_id_columns('image_id', ids['image_id']), offsets=offsets, names=b''.join(names))
 
 # %% ../nbs/01b_metadata_worker.ipynb #51e352e4
 _DOT, _COLON = ord('.'), ord(':')
@@ -145,7 +152,8 @@ def file_name_problems(offsets:np.ndarray, # int64: where each name starts in `n
     data = np.frombuffer(names, np.uint8)
     first, second = data[np.minimum(starts, len(data) - 1)], data[np.minimum(starts + 1, len(data) - 1)]
     letter = ((first | 32) >= ord('a')) & ((first | 32) <= ord('z'))
-    dotdot = _dotdot_names(data, starts, ends) if b'..' in names else np.zeros(len(starts), bool)  # a search first: no copies
+    # a search first: no copies
+    dotdot = _dotdot_names(data, starts, ends) if b'..' in names else np.zeros(len(starts), bool)
     return [(empty, 'an empty file_name'), (~empty & _is_separator(first), 'an absolute file_name'),
             ((ends - starts >= 2) & letter & (second == _COLON), 'an absolute file_name (a drive letter)'),
             (dotdot, "a file_name with a '..' component, which leaves the split folder")]
@@ -164,7 +172,8 @@ def write_columns(path, # the file to write
     head = json.dumps(header).encode()
     head += b' ' * (-len(head) % 8)
     with open(path, 'wb') as f:
-        f.write(len(head).to_bytes(8, 'little')); f.write(head)
+        f.write(len(head).to_bytes(8, 'little'))
+        f.write(head)
         for a in arrays.values(): f.write(memoryview(a).cast('B'))
         for b in blobs.values(): f.write(b)
 
@@ -181,9 +190,11 @@ def read_columns(path, # a file from `write_columns`
         header = json.loads(f.read(int.from_bytes(head, 'little')))
         columns = {}
         for k, n in header['arrays']:
-            columns[k] = np.empty(n, np.int64); _read_exactly(f, memoryview(columns[k]).cast('B'))
+            columns[k] = np.empty(n, np.int64)
+            _read_exactly(f, memoryview(columns[k]).cast('B'))
         for k, n in header['blobs']:
-            columns[k] = bytearray(n); _read_exactly(f, columns[k])
+            columns[k] = bytearray(n)
+            _read_exactly(f, columns[k])
     return header, columns
 
 # %% ../nbs/01b_metadata_worker.ipynb #91a54b22
@@ -205,7 +216,8 @@ def main(args:list=None, # SOURCE OUT [CHUNK_BYTES] (default: `sys.argv[1:]`)
             header['file'] = [stat.st_ino, stat.st_size, stat.st_mtime_ns]
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         columns = decode_images(data, int(rest[0]) if rest else 1 << 20)
-        header.update(error=None, name_problems=[p for mask, p in file_name_problems(columns['offsets'], columns['names']) if mask.any()])
+        problems = file_name_problems(columns['offsets'], columns['names'])
+        header.update(error=None, name_problems=[p for mask, p in problems if mask.any()])
     except (OSError, ValueError, msgspec.DecodeError) as e: header['error'] = one_line_message(e, with_type=True)
     header.update(seconds=time.perf_counter() - t0, **_memory())
     write_columns(out, header, columns)
@@ -219,7 +231,7 @@ _WORKER_BYTES = 64 << 20  # files this large are decoded in two processes
 _WORKER_CHUNK = 1 << 20   # bytes of image records a chunk in the worker
 _log = logging.getLogger('herbarium_fastai.metadata')  # (what load_metadata did: its logger)
 
-def _use_worker(parallel:bool|None, size:int)->bool:
+def use_images_worker(parallel:bool|None, size:int)->bool:
     "Whether to decode a file of `size` bytes in two processes (`parallel`: True, False, or None to decide)."
     return (size >= _WORKER_BYTES and cpu_count() >= 2) if parallel is None else bool(parallel)
 
@@ -235,26 +247,30 @@ def _scratch_folder(size:int)->str|None:
 # %% ../nbs/01b_metadata_worker.ipynb #5106741d
 def _address(buffer)->int: return np.frombuffer(buffer, np.uint8).ctypes.data
 
-class _ImagesWorker:
-    "A `metadata_worker` process decoding the images of `source` (mapped, with `identity`) while this one decodes the rest."
+class ImagesWorker:
+    "A `metadata_worker` process that decodes the images of `source` (mapped, with `identity`) while this one works."
     def __init__(self, source:Path, identity:list):
         self.identity, self.proc, self.raw, self.out, self.started = identity, None, None, None, time.perf_counter()
-        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)}  # msgspec, numpy as here
+        # this process's `sys.path`: the worker imports the same msgspec and numpy
+        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)}
         try:
-            fd, self.out = tempfile.mkstemp(prefix='herbarium-images-', suffix='.columns', dir=_scratch_folder(identity[1]))
+            fd, self.out = tempfile.mkstemp(prefix='herbarium-images-', suffix='.columns',
+                                            dir=_scratch_folder(identity[1]))
             os.close(fd)
-            self.proc = subprocess.Popen([sys.executable, '-m', 'herbarium_fastai.metadata_worker', str(source), self.out, str(_WORKER_CHUNK)],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            command = [sys.executable, '-m', 'herbarium_fastai.metadata_worker', str(source), self.out,
+                       str(_WORKER_CHUNK)]
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, env=env)
         except OSError as e: _log.debug('could not start the metadata worker: %s', e)
 
-    def wait_for(self, raw:Raw, data)->'_ImagesWorker':
+    def wait_for(self, raw:Raw, data)->'ImagesWorker':
         "Note the images section `raw` of the mapped file `data` that the worker should have decoded."
         start = _address(raw) - _address(data)
         self.raw, self.span = raw, (start, start + len(memoryview(raw)))
         return self
 
     def result(self, key:str, explain)->dict|list:
-        "The worker's columns (`ids` from `key`, `offsets`, `names`) if it decoded the same bytes; else the records decoded here."
+        "The worker's columns (`ids` of `key`, `offsets`, `names`) if it read these bytes, else records decoded here."
         columns = self._columns(key)
         if columns is None:
             try: columns = msgspec.json.decode(self.raw, type=list[ImageRecord])
@@ -281,8 +297,8 @@ class _ImagesWorker:
         else: return self._unused(f"it has no '{key}' column (missing, or integers and strings mixed)")
         size = os.path.getsize(self.out)
         _log.debug('images decoded by the metadata worker in %.2f s (peak memory %.0f MiB apart from the file; '
-                   '%.0f MiB of columns)', header['seconds'], header.get('peak_mb', 0) - header.get('file_mb', 0), size / 2**20,
-                   extra=dict(metadata_worker=dict(header, columns_mb=size / 2**20)))
+                   '%.0f MiB of columns)', header['seconds'], header.get('peak_mb', 0) - header.get('file_mb', 0),
+                   size / 2**20, extra=dict(metadata_worker=dict(header, columns_mb=size / 2**20)))
         return dict(ids=ids, offsets=columns['offsets'], names=columns['names'],
                     names_checked=header.get('name_problems') == [])
 
@@ -292,5 +308,7 @@ class _ImagesWorker:
 
     def close(self):
         "Stop the worker if it still runs, and remove its file."
-        if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.communicate()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
         if self.out: Path(self.out).unlink(missing_ok=True)

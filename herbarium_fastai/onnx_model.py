@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from fastai.learner import Learner
 
-from .core import HerbariumError, file_sha256, one_line_message, require_packages, resolve_run_file, write_atomically
-from .data import ModelDescription
+from .core import HerbariumError, one_line_message, require_packages, resolve_run_file, write_atomically
 from .inference import learner_from_description, load_model, model_description
+from .model_file import ModelDescription, check_checksum, record_onnx
 
 # %% ../nbs/05a_onnx.ipynb #7640672d
 ONNX_EXPORT_PACKAGES = {'onnx': 'onnx', 'onnxruntime': 'onnxruntime'}  # torch's exporter needs onnx; the check, onnxruntime
@@ -89,9 +89,8 @@ def load_onnx_model(fname,        # a run folder, or its model.json or model.onn
     if not description_file.is_file(): raise HerbariumError(f"{description_file}: no such file")
     if not onnx_file.is_file(): raise HerbariumError(f"{onnx_file}: no such file (write it with herbarium-export {folder} --onnx)")
     description = ModelDescription.load(description_file)
-    if description.onnx_sha256 and file_sha256(onnx_file) != description.onnx_sha256:
-        raise HerbariumError(f"{onnx_file}: does not match the checksum in {description_file.name} (cut short or damaged, or exported "
-                             f"from other weights): export it again: herbarium-export {folder} --onnx")
+    check_checksum(onnx_file, description.onnx_sha256, f"does not match the checksum in {description_file.name} (cut short or "
+                   f"damaged, or exported from other weights): export it again: herbarium-export {folder} --onnx")
     session = onnx_session(onnx_file, threads)
     outputs = session.get_outputs()[0].shape[-1]
     if outputs != len(description.classes):
@@ -111,7 +110,5 @@ def export_onnx_model(run, # a run folder, or its model.json (model.safetensors 
         raise HerbariumError(f"{description_file}: no such file (for a run with only model.pkl: herbarium-export {description_file.parent}, then --onnx)")
     learn = load_model(description_file, cpu=True)
     onnx_file = export_onnx(learn, description_file.parent)
-    description = model_description(learn)
-    description.onnx_sha256 = file_sha256(onnx_file)
-    description.save(description_file)
+    record_onnx(description_file, onnx_file)
     return onnx_file

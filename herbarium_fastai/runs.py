@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['DEMO', 'demo_dataset', 'run_config', 'versions', 'model_sha256', 'training_table', 'open_run_folder', 'fit_run',
-           'finish_run', 'train_run_folder', 'tensorboard_callback', 'resume_run_folder', 'predict_submission',
-           'export_safe_model', 'check_dataset']
+           'RunResult', 'run_result', 'finish_run', 'train_run_folder', 'RunPlan', 'plan_run', 'tensorboard_callback',
+           'resume_run_folder', 'predict_submission', 'export_safe_model', 'check_dataset']
 
 # %% ../nbs/06_runs.ipynb #c048803c
-import hashlib, json, sys, time
+import dataclasses, hashlib, json, sys, time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,8 @@ import torch
 from fastai.torch_core import get_model, num_distrib, rank_distrib, set_seed
 
 from . import __version__
-from .budget import TimeBudget, measure_steps, plan_epochs
+from .budget import keep_to_budget
+from .choices import CLASSIFIERS
 from .core import HerbariumError, cache_folder, require_packages, write_json
 from .data import (check_images, dataloaders_from_items, fit_batch_size, save_split, subset_metadata, with_split,
                                    write_problems)
@@ -25,11 +27,12 @@ from .inference import (check_submission, choose_prior_strength, darwin_core_tab
                                         save_safe_model, score_submission, submission_frame, top_k_table, validation_pass,
                                         write_submission)
 from .distributed import broadcast_from_main_process, distributed, single_process
-from .ingredients import WeightAverage, mixing_callbacks, rebalance_classifier, training_loss, with_subcenter_arcface
-from .learner import (RunHistory, _save, default_freeze_epochs, export_learner, find_learning_rate, herbarium_learner,
-                                      load_checkpoint, resolve_weights, train_learner)
+from .ingredients import WeightAverage, balanced_by, mixing_callbacks, rebalance_classifier, training_loss
+from .learner import (Checkpoint, RunHistory, WeightsReport, default_freeze_epochs, export_learner, find_learning_rate,
+                                      herbarium_learner, load_checkpoint, mark_rebalanced, resolve_weights, train_learner)
 from .metadata import load_metadata, metadata_files
-from .options import (DEFAULT_ARCH, TRAINING, PredictionOptions, TrainingOptions, given_options, parse_duration,
+from .model_file import Calibration
+from .options import (DEFAULT_ARCH, TRAINING, CheckOptions, PredictionOptions, TrainingOptions, given_options,
                                       training_options_from_config)
 from .report import write_report
 from .synth import make_synthetic_dataset
@@ -103,7 +106,7 @@ def open_run_folder(options:TrainingOptions, # the run's options, as resolved (`
                       device='cuda' if torch.cuda.is_available() else 'cpu', started=_now(), **extra)
     else:
         config = run_config(out)
-        config.setdefault('resumed', []).append(dict(at=_now(), epoch=checkpoint['epoch'], world_size=world, versions=versions()))
+        config.setdefault('resumed', []).append(dict(at=_now(), epoch=checkpoint.epoch, world_size=world, versions=versions()))
     write_json(out/'config.json', config)
     save_split(items, items.is_valid, out/'split.csv')
     return config
@@ -128,42 +131,99 @@ def fit_run(learn,              # from `herbarium_learner`
                               resume=checkpoint, cbs=(cbs or []) + _weight_average(options, checkpoint))
         return _rebalance(learn, options, valid, checkpoint)
 
-def _rebalance(learn, options:TrainingOptions, valid:dict, checkpoint=None)->dict:
+def _rebalance(learn, options:TrainingOptions, valid:dict, checkpoint:Checkpoint|None=None)->dict:
     "With `--rebalance-epochs`: cRT after training, recorded in `last.pth` so that resuming the finished run does not repeat it"
     epochs, out, trained = options.rebalance_epochs, Path(options.out), options.freeze_epochs + options.epochs
-    if not epochs or (checkpoint or {}).get('rebalanced') == epochs: return valid  # (resumed after it: the checkpoint holds its weights)
+    if not epochs or (checkpoint is not None and checkpoint.rebalanced == epochs): return valid  # (its weights: the checkpoint's)
     valid = rebalance_classifier(learn, epochs, valid['lr'], cbs=[RunHistory(out/'history.csv', epoch_offset=trained)])
-    last = out/'checkpoints'/'last.pth'
-    if not rank_distrib() and last.exists():
-        state = load_checkpoint(last)
-        if state['epoch'] == trained:  # (a run a time budget ended early resumes its training, then rebalances again)
-            _save({**state, 'model': get_model(learn.model).state_dict(), 'epoch': trained + epochs, 'rebalanced': epochs}, last)
+    mark_rebalanced(out, learn, trained, epochs)
     return valid
 
-def _weight_average(options:TrainingOptions, checkpoint=None)->list:
+def _weight_average(options:TrainingOptions, checkpoint:Checkpoint|None=None)->list:
     "With `--ema`: the callback averaging the weights (a resumed run's live weights and average steps from its checkpoint)"
     if options.ema is None: return []
-    return [WeightAverage(options.ema, live=(checkpoint or {}).get('live_model'), steps=(checkpoint or {}).get('average_steps', 0))]
+    if checkpoint is None: return [WeightAverage(options.ema)]
+    return [WeightAverage(options.ema, live=checkpoint.live_model, steps=checkpoint.average_steps)]
+
+# %% ../nbs/06_runs.ipynb #3317a4c9
+@dataclass
+class RunResult:
+    "What a training run ended with: metrics.json's content"
+    valid:dict          # the final validation loss and metrics, and the learning rate
+    model:str           # the run's model.json
+    data:str            # the dataset trained on
+    options:dict        # the run's options, as config.json records them
+    arch:str            # the timm architecture
+    sizes:list          # the image sizes
+    epochs:int          # epochs of the one-cycle schedule
+    bs:int              # the batch size used
+    accumulate:int      # mini-batches a step
+    pretrained:bool     # started from pretrained weights
+    weights:str|None    # the weights file the body started from
+    seed:int            # the run's seed
+    species:int         # classes of the model
+    train_images:int    # images trained on
+    valid_images:int    # images validated on
+    subset:dict         # the subset of the data asked for
+    device:str          # where it trained
+    model_sha256:str    # the trained weights' fingerprint (`model_sha256`)
+    weights_report:WeightsReport|None=None # what a weights file loaded into the body
+    missing_left_out:int=0  # train images missing, left out (`skip_missing`)
+    world_size:int=1    # processes of the run
+    process_index:int=0 # this process
+    seconds:float=0.    # how long the run took
+    versions:dict=field(default_factory=dict) # the libraries' versions (`versions()`)
+    prior_correction:dict|None=None # τ chosen on validation, its macro F1 and the uncorrected one (`finish_run`)
+    taxonomy:dict|None=None # the scores at every rank and the answer thresholds (`finish_run`)
+
+    def to_dict(self)->dict:
+        "As metrics.json holds it: the versions among the other keys, the prior correction and the rank scores last"
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        later = {k: d.pop(k) for k in ('prior_correction', 'taxonomy')}
+        d['weights_report'] = None if self.weights_report is None else self.weights_report.to_dict()
+        versions = d.pop('versions')
+        return {**d, **versions, **{k: v for k, v in later.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, d:dict)->'RunResult':
+        "The result metrics.json (or `train_run_folder`) gives"
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        if values.get('weights_report') is not None: values['weights_report'] = WeightsReport.from_dict(values['weights_report'])
+        return cls(**values, versions={k: v for k, v in d.items() if k not in names})
+
+def run_result(learn,  # the trained `Learner`
+               options:TrainingOptions, # the run's options (its plan's)
+               valid:dict, # the final validation metrics
+               **more,     # `missing_left_out`, `world_size`, `process_index`, `seconds`
+              )->RunResult:
+    "What a run ended with (before the prior correction and the rank scores)"
+    o, dls = options, learn.dls
+    return RunResult(valid=valid, model=str((Path(o.out)/'model.json').absolute()), data=o.data, options=o.to_dict(), arch=o.arch,
+                     sizes=o.sizes, epochs=o.epochs, bs=o.bs, accumulate=o.accumulate, pretrained=o.pretrained, weights=o.weights,
+                     seed=o.seed, species=int(dls.c), train_images=len(dls.train_ds), valid_images=len(dls.valid_ds),
+                     subset=o.subset(), device=str(dls.device), model_sha256=model_sha256(learn.model),
+                     weights_report=learn.weights_report, versions=versions(), **more)
 
 # %% ../nbs/06_runs.ipynb #c6ad0d40
 def finish_run(learn,       # the trained `Learner`
                out,         # the run folder
-               result,      # what `metrics.json` gets (updated with the prior correction and the scores at every rank)
+               result:RunResult, # what the run ended with (`run_result`)
                report=True, # write the run report
                tta=None,    # the TTA scales τ is chosen under (`TrainingOptions.valid_tta`); None: without TTA
-              )->dict:
+              )->RunResult:
     "Choose the prior strength and the answer thresholds, write the report, the safe model, model.pkl and metrics.json"
     out, description = Path(out), model_description(learn)
-    valid = validation_pass(learn, tta=tuple(tta or ()))  # one streamed pass: τ, the thresholds, the rank scores and the report read it
-    prior = choose_prior_strength(valid, [0.] if description.balanced_by else None)  # (balanced in training: no second correction)
-    description.prior_strength, description.answer_precision = prior['prior_strength'], ANSWER_PRECISION
-    description.rank_thresholds = choose_rank_thresholds(valid.roll_up, valid.truth, ANSWER_PRECISION)
-    result['prior_correction'] = dict({k: prior[k] for k in ('prior_strength', 'macro_f1', 'macro_f1_without')}, tta=tta)
-    result['taxonomy'] = dict(validation_rank_scores(valid, taxonomy_tree(description.classes)), thresholds=description.rank_thresholds)
-    if report: write_report(learn, out, valid=valid, taxonomy=result['taxonomy'])
+    validation = validation_pass(learn, tta=tuple(tta or ()))  # one streamed pass: τ, thresholds, rank scores, the report
+    prior = choose_prior_strength(validation, [0.] if description.balanced_by else None)  # (balanced in training: no τ)
+    thresholds = choose_rank_thresholds(validation.roll_up, validation.truth, ANSWER_PRECISION)
+    learn.model_description = description.calibrated(Calibration(prior.prior_strength, thresholds, ANSWER_PRECISION))
+    taxonomy = dict(validation_rank_scores(validation, taxonomy_tree(description.classes)), thresholds=thresholds)
+    result = dataclasses.replace(result, prior_correction=prior.to_dict(tta), taxonomy=taxonomy)
+    if report: write_report(learn, out, valid=validation, taxonomy=taxonomy)
     save_safe_model(learn, out)
     export_learner(learn, out/'model.pkl')
-    write_json(out/'metrics.json', result)
+    write_json(out/'metrics.json', result.to_dict())
     return result
 
 # %% ../nbs/06_runs.ipynb #17d8dfd6
@@ -178,25 +238,49 @@ def train_run_folder(data=None,    # dataset root holding train/ (else `options.
     return _train(given_options(options or TRAINING, {**given, **kwargs}), started=started)
 
 # %% ../nbs/06_runs.ipynb #e73a07e5
-def _train(options:TrainingOptions, checkpoint=None, started=None)->dict:
+def _train(options:TrainingOptions, checkpoint:Checkpoint|None=None, started=None)->dict:
     "The steps of a run with `options`, new, or resumed from `checkpoint`; returns metrics.json's content"
     from fastai.distributed import distrib_ctx  # noqa: F401 (patches Learner)
     start, process_index, world = started or time.time(), rank_distrib(), max(num_distrib(), 1)
-    options = _resolved(options)
-    train_df, missing = training_table(options)  # validated before anything is written
-    items = with_split(train_df, options.valid_pct, options.seed)  # the split, made once: split.csv, the batch size, the DataLoaders
-    bs = fit_batch_size(options.bs, int((~items.is_valid).sum()), int(items.is_valid.sum()), world, train_df.attrs.get('source'),
-                        options.valid_pct)
-    set_seed(options.seed, reproducible=not torch.cuda.is_available())  # cudnn's autotuner is worth more than bitwise repeats on a GPU
-    dls_for_size = _dataloaders_for(items, options.replace(bs=bs))
-    learn = _run_learner(options, dls_for_size(options.sizes[0]), checkpoint)
-    asked, options = options.bs, options.replace(bs=bs, freeze_epochs=_freeze_epochs(options, learn))
-    options, budget = _keep_to_budget(options, learn, start, checkpoint)  # the epochs planned to fit a time budget
-    if process_index == 0: open_run_folder(options, items, checkpoint, world, **({'bs_asked': asked} if bs < asked else {}))
-    valid = fit_run(learn, options, dls_for_size, checkpoint, cbs=budget + _tensorboard(options, learn, checkpoint))
-    result = _run_result(learn, options, valid, missing_left_out=missing, world_size=world, process_index=process_index,
-                         seconds=round(time.time() - start, 1))
-    return finish_run(learn, options.out, result, options.report, options.valid_tta) if process_index == 0 else result
+    given = _resolved(options)
+    train_df, missing = training_table(given)  # validated before anything is written
+    items = with_split(train_df, given.valid_pct, given.seed)  # the split, made once: split.csv, the batch size, the DataLoaders
+    bs = fit_batch_size(given.bs, int((~items.is_valid).sum()), int(items.is_valid.sum()), world, train_df.attrs.get('source'),
+                        given.valid_pct)
+    set_seed(given.seed, reproducible=not torch.cuda.is_available())  # cudnn's autotuner is worth more than bitwise repeats on a GPU
+    dls_for_size = _dataloaders_for(items, given.replace(bs=bs))
+    learn = _run_learner(given, dls_for_size(given.sizes[0]), checkpoint)
+    plan = plan_run(given, learn, bs, start, checkpoint)  # from here on, the run's options are the plan's
+    if process_index == 0: open_run_folder(plan.options, items, checkpoint, world, **plan.recorded)
+    valid = fit_run(learn, plan.options, dls_for_size, checkpoint, cbs=[*plan.budget, *_tensorboard(plan.options, learn, checkpoint)])
+    result = run_result(learn, plan.options, valid, missing_left_out=missing, world_size=world, process_index=process_index,
+                        seconds=round(time.time() - start, 1))
+    if process_index: return result.to_dict()
+    return finish_run(learn, plan.options.out, result, plan.options.report, plan.options.valid_tta).to_dict()
+
+# %% ../nbs/06_runs.ipynb #0de88093
+@dataclass(frozen=True)
+class RunPlan:
+    "A run as it will train, decided once before it does (`plan_run`)"
+    options:TrainingOptions  # resolved: weights file and architecture, paths, the batch size used, frozen and planned epochs
+    asked_bs:int             # the batch size asked for
+    budget:tuple=()          # the callback keeping to a time budget (`budget.TimeBudget`), if the run has one
+
+    @property
+    def recorded(self)->dict:
+        "What a new run's config.json records besides the options: the batch size asked for, where the split could not fill it"
+        return {'bs_asked': self.asked_bs} if self.options.bs < self.asked_bs else {}
+
+def plan_run(options:TrainingOptions, # the run's options, resolved (`_resolved`)
+             learn,          # the run's learner (its body frozen or not; its DataLoaders, for the budget's estimate)
+             bs:int,         # the batch size the training split can fill (`data.fit_batch_size`)
+             started:float,  # when the run's clock started (`time.time()`)
+             checkpoint:Checkpoint|None=None, # the checkpoint a resumed run continues from
+            )->RunPlan:
+    "The `RunPlan` of a run: `options` with the batch size used, the frozen epochs and the epochs a time budget allows"
+    fitted = options.replace(bs=bs, freeze_epochs=_freeze_epochs(options, learn))
+    epochs, budget = keep_to_budget(learn, fitted, started, resumed=checkpoint is not None)
+    return RunPlan(fitted.replace(epochs=epochs), asked_bs=options.bs, budget=tuple(budget))
 
 # %% ../nbs/06_runs.ipynb #f5a53276
 def _resolved(options:TrainingOptions)->TrainingOptions:
@@ -237,45 +321,21 @@ def _run_learner(options:TrainingOptions, dls, checkpoint=None):
     resumed = checkpoint is not None
     learn = herbarium_learner(dls, options.arch, pretrained=options.pretrained and not resumed, weights=None if resumed else options.weights,
                               path=options.out, taxonomy_heads=options.taxonomy_heads, rank_loss_weight=options.rank_loss_weight,
-                              loss_func=training_loss(options.loss, dls, options.logit_adjustment), cbs=mixing_callbacks(options.mixup))
-    learn.model_description.balanced_by = 'rebalanced' if options.rebalance_epochs else 'logit-adjusted' if options.loss == 'logit-adjusted' else None
-    return with_subcenter_arcface(learn) if options.classifier == 'subcenter-arcface' else learn
-
-def _keep_to_budget(options:TrainingOptions, learn, started:float, checkpoint=None)->tuple:
-    "With a time budget: the options with the epochs planned to fit it (a new run), said in one line, and the callback keeping to it"
-    if not options.time_budget: return options, []
-    if num_distrib() > 1: raise HerbariumError("--time-budget: not under a launcher (each process would plan alone); give --epochs")
-    budget, times, params = parse_duration(options.time_budget), measure_steps(learn), sum(p.numel() for p in learn.model.parameters())
-    step = times.step
-    finish = len(learn.dls.valid) * step / 3 + times.start + 5 + params * 4 * 3 / 100e6  # the validation pass, the report, the model files
-    finish += options.rebalance_epochs * ((len(learn.dls.train) + len(learn.dls.valid)) * step / 3 + 2 * times.start)  # cRT: forward passes
-    if checkpoint is None:  # (a resumed run keeps its schedule: the budget only ends it early)
-        plan = plan_epochs(budget - (time.time() - started), step, len(learn.dls.train), len(learn.dls.valid), options.freeze_epochs,
-                           options.sizes, lr_find_steps=options.lr_find_iters if options.lr is None else 0, max_epochs=options.epochs,
-                           epoch_overhead=2 * times.start + params * 4 * 4 / 200e6, finish_seconds=finish,  # (2 DataLoaders, a checkpoint)
-                           budget=options.time_budget)
-        options = options.replace(epochs=plan.epochs)
-        print(plan.line(options.time_budget, options.sizes[0], options.freeze_epochs, options.rebalance_epochs), file=sys.stderr, flush=True)
-    return options, [TimeBudget(started + budget, reserve=finish, budget=options.time_budget)]
+                              loss_func=training_loss(options.loss, dls, options), cbs=mixing_callbacks(options.mixup))
+    learn.model_description = dataclasses.replace(learn.model_description, balanced_by=balanced_by(options))
+    classifier = CLASSIFIERS[options.classifier]  # (linear: fastai's head as it is)
+    return learn if classifier.factory is None else classifier.make(learn)
 
 def _tensorboard(options:TrainingOptions, learn, checkpoint=None)->list:
     "With `--tensorboard`: the callback logging the run to RUN/tensorboard/ (steps numbered on from a resumed run's)"
     if not options.tensorboard: return []
     require_packages('--tensorboard', {'tensorboard': 'tensorboard'}, 'tensorboard')
-    return [tensorboard_callback(Path(options.out)/'tensorboard', start_step=(checkpoint or {}).get('epoch', 0) * len(learn.dls.train))]
+    steps_before = (checkpoint.epoch if checkpoint else 0) * len(learn.dls.train)
+    return [tensorboard_callback(Path(options.out)/'tensorboard', start_step=steps_before)]
 
 def _freeze_epochs(options, learn)->int:
     "The run's frozen epochs: as given, else 1 when the body starts pretrained"
     return default_freeze_epochs(learn) if options.freeze_epochs is None else options.freeze_epochs
-
-# %% ../nbs/06_runs.ipynb #3317a4c9
-def _run_result(learn, options:TrainingOptions, valid, **more)->dict:
-    "What metrics.json records of a finished run (before the prior correction)"
-    o, dls = options, learn.dls
-    return dict(valid=valid, model=str((Path(o.out)/'model.json').absolute()), data=o.data, options=o.to_dict(), arch=o.arch,
-                sizes=o.sizes, epochs=o.epochs, bs=o.bs, accumulate=o.accumulate, pretrained=o.pretrained, weights=o.weights,
-                seed=o.seed, species=int(dls.c), train_images=len(dls.train_ds), valid_images=len(dls.valid_ds), subset=o.subset(),
-                device=str(dls.device), model_sha256=model_sha256(learn.model), weights_report=learn.weights_report, **more, **versions())
 
 # %% ../nbs/06_runs.ipynb #1aaa74f1
 def resume_run_folder(run, # a run folder written by `train_run_folder` (or `herbarium-train`)
@@ -341,18 +401,18 @@ def export_safe_model(model,     # a run folder or its model.pkl (yours: it is u
 
 # %% ../nbs/06_runs.ipynb #8efd6819
 def check_dataset(data,              # dataset root (Kaggle layout)
-              decode=False,      # also decode every image
-              out='image_problems.csv', # the CSV list of problems to write
-              workers=None,      # processes decoding images; default all cores
-              progress=True,     # progress bar while decoding
-             )->dict:
+                  decode_images=CheckOptions.decode_images, # also decode every image
+                  out=CheckOptions.out,       # the CSV list of problems to write
+                  workers=CheckOptions.workers, # processes decoding images; default all cores
+                  progress=True,     # progress bar while decoding
+                 )->dict:
     "Check the images of every split of `data`; write the problems to `out`; returns counts per split"
     frames = {split: load_metadata(data, split=split) for split in metadata_files(data)}  # all validated first
     found, counts = [], {}
     for split, df in frames.items():
-        problems = check_images(df, decode=decode, workers=workers, progress=progress)
+        problems = check_images(df, decode_images=decode_images, workers=workers, progress=progress)
         found.append(problems)
         counts[split] = dict(images=len(df), missing=int((problems.problem == 'missing').sum()),
-                             **({'unreadable': int((problems.problem != 'missing').sum())} if decode else {}))
+                             **({'unreadable': int((problems.problem != 'missing').sum())} if decode_images else {}))
     write_problems(pd.concat(found, ignore_index=True), out)
     return dict(counts=counts, problems=int(sum(len(f) for f in found)), list=str(out))

@@ -28,10 +28,11 @@ from starlette.exceptions import HTTPException
 from . import __version__
 from .core import HerbariumError, cpu_count, one_line_message, resolve_run_file
 from .images import draft_reduced, squish
-from .inference import REMARK_CANDIDATES, darwin_core_rows, grad_cam, load_safe_model, model_description
+from .inference import (REMARK_CANDIDATES, batch_logits, darwin_core_rows, grad_cam, load_safe_model,
+                                        model_description, predict_batch)
 from .options import ServeOptions
 from .serve_access import access_options, install_access
-from .taxonomy import RANKS, rank_predictions
+from .taxonomy import RANKS, taxonomy_tree
 
 # %% ../nbs/09_serve.ipynb #39ed241f
 IMAGE_FORMATS = ('JPEG', 'PNG', 'TIFF')  # what the page and the API accept
@@ -84,7 +85,7 @@ class ImageClassifier:
         self.runtime = 'onnxruntime' if onnx else 'pytorch'
         d = self.description = model_description(self.learn)
         self.reduced = d.decode == 'reduced'  # (`images.ReducedImage`; else whole images and fastai's `Resize`, as up to 0.3)
-        self.item_size = d.presize if d.augment else d.size  # what the item transform makes of an image
+        self.item_size, self.tree = d.item_size, taxonomy_tree(d.classes)  # what the item transform makes of an image
         self.decode_side = self.item_size if self.reduced else None  # the side `decode_image` decodes JPEG uploads for
 
     def prepare(self, image:Image.Image)->Image.Image:
@@ -105,9 +106,9 @@ def __call__(self:ImageClassifier, images:list, # PIL images (from `prepare`)
             )->list:
     "Per image: `top` (k dicts: category id, names, probability), `ranks`, `answer` and, where asked, `heatmap`"
     xb = self.batch(images)
-    with torch.inference_mode(): probabilities = self.network(xb).float().softmax(-1)
-    top_p, top_i = (t.tolist() for t in probabilities.topk(min(k, probabilities.shape[1]), -1))
-    taxa = rank_predictions(probabilities, self.description.classes, self.description.rank_thresholds).to_dict('records')
+    with torch.inference_mode(): predicted = predict_batch(batch_logits(self.network, xb)[0], self.description, k, tree=self.tree)
+    top_p, top_i = predicted.top_probabilities.tolist(), predicted.top_indices.tolist()
+    taxa = predicted.ranks.to_dict('records')  # (the species' probabilities rolled up: the page shows those)
     results = [dict(top=[self.describe(i, p) for i, p in zip(indices, probs)], **self.deepest(row))
                for indices, probs, row in zip(top_i, top_p, taxa)]
     wanted = [n for n, want in enumerate(heatmaps or []) if want]

@@ -38,7 +38,7 @@ def test_check_lists_missing_and_unreadable(holes, tmp_path):
     listed = pd.read_csv(out)
     assert list(listed.columns) == ['image_id', 'path', 'problem']
     assert sorted(listed.path) == sorted(paths[:2]) and set(listed.problem) == {'missing'}
-    result = run_command('herbarium-check', data, '--decode', '--out', out, '--workers', 2)
+    result = run_command('herbarium-check', data, '--decode-images', '--out', out, '--workers', 2)
     assert result.returncode == 1 and '1 unreadable' in result.stdout, result.stdout
     listed = pd.read_csv(out)
     assert len(listed) == 3 and listed.problem.str.startswith('unreadable').sum() == 1

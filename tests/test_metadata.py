@@ -377,10 +377,10 @@ def test_worker_by_size_and_cpus(tmp_path, worker_log, monkeypatch):
 
 def test_worker_stopped_when_the_load_stops(tmp_path, monkeypatch):
     path = write(tmp_path/'train'/'metadata.json', meta2021())
-    workers, real_init = [], mw._ImagesWorker.__init__
+    workers, real_init = [], mw.ImagesWorker.__init__
     def init(self, *a):
         real_init(self, *a); workers.append(self)
-    monkeypatch.setattr(mw._ImagesWorker, '__init__', init)
+    monkeypatch.setattr(mw.ImagesWorker, '__init__', init)
     def interrupted(*a, **kw): raise KeyboardInterrupt
     monkeypatch.setattr(md, '_train_columns', interrupted)
     with pytest.raises(KeyboardInterrupt): load_metadata(path.parent, cache=False, parallel=True)
