@@ -58,7 +58,8 @@ class ChoiceTable:
 
     def check(self, name):
         "Refuse `name` unless it is one of the table's"
-        if name not in self.choices: raise HerbariumError(f"--{self.option} {name}: give one of {', '.join(self.choices)}")
+        if name in self.choices: return
+        raise HerbariumError(f"--{self.option} {name}: give one of {', '.join(self.choices)}")
 
     def help(self)->str:
         "Each choice and its help, for `--help`"
@@ -70,7 +71,8 @@ LOSSES = ChoiceTable('loss',
     Choice('label-smoothing', "fastai's label-smoothing cross-entropy (ε 0.1)",
            'herbarium_fastai.ingredients:label_smoothing_loss'),
     Choice('logit-adjusted', 'τ·log prior added to the logits in training (--logit-adjustment τ): scores balanced '
-           'over species', 'herbarium_fastai.ingredients:logit_adjusted_loss', records=dict(balanced_by='logit-adjusted')),
+           'over species', 'herbarium_fastai.ingredients:logit_adjusted_loss',
+           records=dict(balanced_by='logit-adjusted')),
 )
 
 # %% ../nbs/00b_choices.ipynb #e527c6e5

@@ -62,3 +62,21 @@ def test_killed_run_of_0_3_resumes(flat_dataset, tmp_path):
     run, config = _resume('0.3', flat_dataset, tmp_path)
     assert config['options']['subset'] == {} and 'workers' in config['options']  # 0.3's layout: the subset as one dict
     assert load_model(run).model_description.classes == load_model(DATA/'model_0.3').model_description.classes
+
+@pytest.mark.parametrize('version', ['0.1', '0.3'])
+def test_checkpoint_of_older_kits_reads_as_a_record_and_writes_back_the_same_layout(version):
+    "`learner.Checkpoint` reads last.pth of 0.1 and 0.3 as typed fields; `to_dict` gives back what torch.load read"
+    import torch
+    from herbarium_fastai.learner import Checkpoint, load_checkpoint
+    fname = DATA/f'killed_run_{version}'/'checkpoints'/'last.pth'
+    raw, checkpoint = torch.load(fname, map_location='cpu', weights_only=True), load_checkpoint(fname)
+    assert isinstance(checkpoint, Checkpoint) and (checkpoint.epoch, checkpoint.rebalanced, checkpoint.live_model) == (raw['epoch'], 0, None)
+    assert checkpoint.to_dict().keys() == raw.keys()
+
+def test_model_description_of_older_kits_keeps_its_layout():
+    "model.json of 0.3 read as a `ModelDescription` and written back: the same keys and values but the kit's version"
+    from herbarium_fastai.model_file import ModelDescription
+    written = json.loads((DATA/'model_0.3'/'model.json').read_text())
+    again = ModelDescription.load(DATA/'model_0.3'/'model.json').to_dict()
+    assert {k: v for k, v in again.items() if k not in ('format_version', 'herbarium_fastai')} == \
+           {k: v for k, v in written.items() if k not in ('format_version', 'herbarium_fastai', 'checksum')}
